@@ -1,0 +1,70 @@
+"""ASE calculator around a fitted :class:`~gapkit.GAPRegressor`."""
+
+from __future__ import annotations
+
+from ase.calculators.calculator import (
+    Calculator,
+    CalculatorSetupError,
+    PropertyNotImplementedError,
+    all_changes,
+)
+
+from ._validation import check_atoms, is_bulk
+from .exceptions import UnknownSpeciesError
+
+__all__ = ["GAPCalculator"]
+
+
+class GAPCalculator(Calculator):
+    """ASE calculator for a fitted GAP model.
+
+    Parameters
+    ----------
+    model : GAPRegressor
+        A fitted model (or one returned by :func:`gapkit.load`).
+    **kwargs
+        Passed to :class:`ase.calculators.calculator.Calculator`.
+
+    Notes
+    -----
+    Results: ``energy`` and ``free_energy`` (eV), ``energies`` (per-atom
+    energies ``e0(Z_i) + eps_i``, eV), ``forces`` (eV/Å) and, for cells
+    periodic in three directions, ``stress`` (eV/Å³, ASE sign, Voigt order).
+    Everything is computed in one descriptor pass whatever is asked for, and
+    cached by ASE until the atoms change.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from gapkit import load
+    >>> atoms = bulk("Cu", cubic=True)          # doctest: +SKIP
+    >>> atoms.calc = load("cu.gap").calculator()  # doctest: +SKIP
+    >>> atoms.get_potential_energy()            # doctest: +SKIP
+    """
+
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(self, model, **kwargs):
+        super().__init__(**kwargs)
+        self.model = model
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        properties = ["energy"] if properties is None else properties
+        super().calculate(atoms, properties, system_changes)
+        check_atoms(self.atoms, "GAPCalculator: the structure")
+        bulk = is_bulk(self.atoms)
+        if "stress" in properties and not bulk:
+            raise PropertyNotImplementedError(
+                "GAPCalculator: stress needs a cell periodic in all three directions."
+            )
+        try:
+            self.model._check_known_species([self.atoms])
+        except UnknownSpeciesError as err:
+            raise CalculatorSetupError(str(err)) from err
+        (res,) = self.model._predict_frames([self.atoms], forces=True, stress=bulk)
+        self.results["energy"] = res["energy"]
+        self.results["free_energy"] = res["energy"]
+        self.results["energies"] = res["energies"]
+        self.results["forces"] = res["forces"]
+        if bulk:
+            self.results["stress"] = res["stress"]

@@ -1,0 +1,375 @@
+"""SOAP descriptor on DScribe: normalised power spectrum and sparse derivatives.
+
+The route taken for periodic cells (see DESIGN.md section 2): DScribe has
+analytical derivatives only for non-periodic input. For each centre atom we cut
+a non-periodic cluster of all atoms (periodic images included) within
+``r_cut + padding`` of it, call DScribe's analytical derivative on that cluster
+with the centre attached to its atom, and fold the images' derivatives back
+onto the atoms they are images of. The cost is linear in the number of atoms
+and reproduces DScribe's periodic descriptor.
+
+Smoothness: DScribe drops neighbours beyond ``r_cut + padding`` where the
+padding is ``sigma * sqrt(-2 ln t)``; DScribe's own threshold ``t = 1e-3``
+makes the descriptor jump by ~1e-4 relative when a neighbour crosses that
+sphere, which breaks energy conservation in MD. gapkit keeps the (fast,
+analytical) unweighted GTO basis and lowers the threshold to
+``cutoff_tolerance`` (default 1e-10), so the jump is below 1e-10 relative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from ase.neighborlist import neighbor_list
+from dscribe.descriptors import SOAP as _DScribeSOAP
+from sklearn.base import BaseEstimator
+
+from .exceptions import InvalidParameterError, UnknownSpeciesError
+
+__all__ = ["SOAP", "StructureDescriptor"]
+
+
+class _PaddedSOAP(_DScribeSOAP):
+    """DScribe's SOAP with a neighbour padding set by a tolerance of our choice."""
+
+    def __init__(self, *args, cutoff_tolerance: float = 1e-10, **kwargs):
+        self._cutoff_tolerance = cutoff_tolerance
+        super().__init__(*args, **kwargs)
+
+    def get_cutoff_padding(self) -> float:
+        return neighbour_cutoff(self._r_cut, self._sigma, self._cutoff_tolerance) - self._r_cut
+
+
+def neighbour_cutoff(r_cut: float, sigma: float, tolerance: float) -> float:
+    """Distance beyond which a neighbour changes the descriptor by < ``tolerance``.
+
+    Two tails reach past ``r_cut``: the atom's Gaussian, ``exp(-d^2 / 2 sigma^2)``
+    (DScribe's own padding, ``sigma sqrt(-2 ln t)``), and the widest GTO radial
+    function, ``exp(-a r^2)`` with ``a = ln(1e3) / r_cut^2`` (DScribe's choice),
+    which the smearing widens to ``exp(-a d^2 / (1 + 2 a sigma^2))``. The cutoff
+    is where both have decayed to ``tolerance``.
+    """
+    log_t = -np.log(tolerance)
+    a = np.log(1e3) / r_cut**2
+    gaussian = r_cut + sigma * np.sqrt(2.0 * log_t)
+    radial = np.sqrt(log_t * (1.0 + 2.0 * a * sigma**2) / a)
+    return float(max(gaussian, radial))
+
+
+@dataclass
+class StructureDescriptor:
+    """Descriptors of one structure and, optionally, their derivatives.
+
+    Attributes
+    ----------
+    features : ndarray of shape (n_atoms, n_features)
+        Normalised SOAP vectors ``q_i`` (unit length).
+    numbers : ndarray of shape (n_atoms,)
+        Atomic numbers of the centres.
+    centre : ndarray of shape (n_pairs,), optional
+        Centre atom ``i`` of each derivative pair, sorted.
+    neighbour : ndarray of shape (n_pairs,), optional
+        Atom ``j`` (images folded back) of each pair; ``j == i`` included.
+    dq_dr : ndarray of shape (n_pairs, 3, n_features), optional
+        ``d q_i / d r_j`` in 1/Å, summed over the periodic images of ``j``.
+    dq_dstrain : ndarray of shape (n_atoms, 3, 3, n_features), optional
+        ``sum_j r_ij[a] d q_i / d r_j[b]`` (Å · 1/Å): the derivative of ``q_i``
+        with respect to a homogeneous strain, used for the virial.
+    """
+
+    features: np.ndarray
+    numbers: np.ndarray
+    centre: np.ndarray | None = None
+    neighbour: np.ndarray | None = None
+    dq_dr: np.ndarray | None = None
+    dq_dstrain: np.ndarray | None = None
+
+    @property
+    def has_derivatives(self) -> bool:
+        return self.dq_dr is not None
+
+
+class SOAP(BaseEstimator):
+    """Smooth overlap of atomic positions (normalised power spectrum) on DScribe.
+
+    Parameters
+    ----------
+    r_cut : float, default=5.0
+        Radial cutoff in Å of the GTO radial basis.
+    n_max : int, default=8
+        Number of radial basis functions.
+    l_max : int, default=6
+        Maximum degree of the spherical harmonics.
+    sigma : float, default=0.5
+        Width in Å of the Gaussian smearing of each atom.
+    species : list of str or int, default=None
+        Chemical species the descriptor distinguishes. ``None`` lets
+        :class:`~gapkit.GAPRegressor` take them from the training data.
+    cutoff_tolerance : float, default=1e-10
+        Neighbours are included up to the distance where both the atom's
+        Gaussian and the widest radial basis function have decayed to this
+        fraction (see :func:`neighbour_cutoff`). The smaller, the smoother the
+        energy when an atom crosses that sphere, and the more neighbours each
+        centre has (DScribe's own padding corresponds to 1e-3 on the Gaussian
+        alone).
+
+    Notes
+    -----
+    DScribe stores each unordered pair ``(Z n, Z' n')`` of the power spectrum
+    once. The off-diagonal entries are multiplied by ``sqrt(2)`` so that the
+    dot product of two vectors is the full SOAP kernel
+    ``sum_{Z Z' n n' l} p p'``, and each vector is divided by its norm:
+    ``q_i = p_i / |p_i|``, with ``dq_i = (I - q_i q_i^T) dp_i / |p_i|``.
+
+    References
+    ----------
+    A. P. Bartók, R. Kondor, G. Csányi, "On representing chemical
+    environments", Phys. Rev. B 87, 184115 (2013).
+    L. Himanen et al., "DScribe: Library of descriptors for machine learning
+    in materials science", Comput. Phys. Commun. 247, 106949 (2020).
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> soap = SOAP(r_cut=4.0, n_max=4, l_max=3, species=["Si"])
+    >>> soap.features(bulk("Si", cubic=True)).shape
+    (8, 40)
+    """
+
+    def __init__(
+        self,
+        r_cut: float = 5.0,
+        n_max: int = 8,
+        l_max: int = 6,
+        sigma: float = 0.5,
+        *,
+        species: list | None = None,
+        cutoff_tolerance: float = 1e-10,
+    ):
+        self.r_cut = r_cut
+        self.n_max = n_max
+        self.l_max = l_max
+        self.sigma = sigma
+        self.species = species
+        self.cutoff_tolerance = cutoff_tolerance
+
+    # ------------------------------------------------------------------ setup
+    def _validate(self) -> None:
+        def bad(name, allowed):
+            raise InvalidParameterError(
+                f"SOAP: {name!r} must be {allowed}; got {getattr(self, name)!r}."
+            )
+
+        if not (np.isscalar(self.r_cut) and self.r_cut > 0):
+            bad("r_cut", "a positive number of Å")
+        if not (isinstance(self.n_max, (int, np.integer)) and self.n_max >= 2):
+            bad("n_max", "an integer >= 2")
+        if not (isinstance(self.l_max, (int, np.integer)) and 0 <= self.l_max <= 20):
+            bad("l_max", "an integer between 0 and 20")
+        if not (np.isscalar(self.sigma) and self.sigma > 0):
+            bad("sigma", "a positive number of Å")
+        if not (np.isscalar(self.cutoff_tolerance) and 0 < self.cutoff_tolerance < 1):
+            bad("cutoff_tolerance", "a number between 0 and 1 (exclusive)")
+        if self.species is None or len(self.species) == 0:
+            raise InvalidParameterError(
+                "SOAP: 'species' is not set; give a list of elements, or let "
+                "GAPRegressor.fit take them from the training data."
+            )
+
+    @property
+    def species_numbers(self) -> np.ndarray:
+        """Sorted atomic numbers of :attr:`species`."""
+        numbers = set()
+        for s in self.species:
+            if isinstance(s, str):
+                if s not in atomic_numbers:
+                    raise InvalidParameterError(f"SOAP: unknown chemical symbol {s!r} in species.")
+                numbers.add(atomic_numbers[s])
+            else:
+                numbers.add(int(s))
+        return np.array(sorted(numbers), dtype=int)
+
+    @property
+    def species_symbols(self) -> list[str]:
+        """Chemical symbols of :attr:`species`, sorted by atomic number."""
+        return [chemical_symbols[z] for z in self.species_numbers]
+
+    def _engine_key(self) -> tuple:
+        return (
+            float(self.r_cut),
+            int(self.n_max),
+            int(self.l_max),
+            float(self.sigma),
+            tuple(self.species_numbers),
+            float(self.cutoff_tolerance),
+        )
+
+    def _engine(self) -> _DScribeSOAP:
+        self._validate()
+        key = self._engine_key()
+        cached = self.__dict__.get("_engine_cache")
+        if cached is None or cached[0] != key:
+            engine = _PaddedSOAP(
+                species=list(self.species_numbers),
+                r_cut=float(self.r_cut),
+                n_max=int(self.n_max),
+                l_max=int(self.l_max),
+                sigma=float(self.sigma),
+                rbf="gto",
+                periodic=False,
+                compression={"mode": "off"},
+                sparse=False,
+                dtype="float64",
+                cutoff_tolerance=float(self.cutoff_tolerance),
+            )
+            self.__dict__["_engine_cache"] = (key, engine, _pair_weights(engine))
+            cached = self.__dict__["_engine_cache"]
+        return cached[1]
+
+    def _weights(self) -> np.ndarray:
+        self._engine()
+        return self.__dict__["_engine_cache"][2]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_engine_cache", None)
+        return state
+
+    @property
+    def neighbour_cutoff(self) -> float:
+        """Distance in Å up to which neighbours enter a centre's descriptor."""
+        return float(self.r_cut) + float(self._engine().get_cutoff_padding())
+
+    @property
+    def n_features(self) -> int:
+        """Length of one descriptor vector."""
+        return int(self._engine().get_number_of_features())
+
+    # ------------------------------------------------------------ computation
+    def _check_species(self, atoms: Atoms) -> None:
+        known = set(self.species_numbers.tolist())
+        unknown = sorted(set(atoms.numbers.tolist()) - known)
+        if unknown:
+            names = ", ".join(chemical_symbols[z] for z in unknown)
+            raise UnknownSpeciesError(
+                f"The structure contains {names}, which the descriptor was not set up for "
+                f"(species: {', '.join(self.species_symbols)})."
+            )
+
+    def _neighbours(self, atoms: Atoms):
+        """Pairs within the neighbour cutoff: centre i, atom j, vector r_j - r_i."""
+        i, j, d = neighbor_list("ijD", atoms, self.neighbour_cutoff, self_interaction=False)
+        order = np.argsort(i, kind="stable")
+        return i[order], j[order], d[order]
+
+    def features(self, atoms: Atoms) -> np.ndarray:
+        """Normalised descriptors of every atom.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            A molecule or a periodic cell (cells smaller than the cutoff too).
+
+        Returns
+        -------
+        ndarray of shape (n_atoms, n_features)
+        """
+        engine = self._engine()
+        self._check_species(atoms)
+        n = len(atoms)
+        # One non-periodic cluster: the atoms themselves plus every periodic image
+        # that is a neighbour of some atom.
+        j, shift = neighbor_list("jS", atoms, self.neighbour_cutoff, self_interaction=False)
+        images = np.unique(np.column_stack([j, shift])[np.any(shift != 0, axis=1)], axis=0)
+        image_pos = atoms.positions[images[:, 0]] + images[:, 1:] @ atoms.cell.array
+        cluster = Atoms(
+            numbers=np.concatenate([atoms.numbers, atoms.numbers[images[:, 0]]]),
+            positions=np.vstack([atoms.positions, image_pos]),
+        )
+        p = engine.create(cluster, centers=list(range(n))).reshape(n, -1)
+        p = p * self._weights()
+        return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+    def features_and_derivatives(
+        self, atoms: Atoms, centres: np.ndarray | None = None
+    ) -> StructureDescriptor:
+        """Descriptors and their derivatives, stored sparsely per pair.
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+            A molecule or a periodic cell.
+        centres : array of int, optional
+            Compute only these centres (all atoms by default); the arrays of
+            the result then refer to these centres in this order.
+
+        Returns
+        -------
+        StructureDescriptor
+            With ``dq_dr`` per (centre, neighbour) pair and ``dq_dstrain``.
+        """
+        engine = self._engine()
+        self._check_species(atoms)
+        w = self._weights()
+        n_feat = len(w)
+        pos = atoms.positions
+        numbers = atoms.numbers
+        i_all, j_all, d_all = self._neighbours(atoms)
+        starts = np.searchsorted(i_all, np.arange(len(atoms) + 1))
+        if centres is None:
+            centres = np.arange(len(atoms))
+        centres = np.asarray(centres, dtype=int)
+
+        q_out = np.empty((len(centres), n_feat))
+        strain_out = np.empty((len(centres), 3, 3, n_feat))
+        centre_out, neigh_out, dq_out = [], [], []
+        for k, c in enumerate(centres):
+            sl = slice(starts[c], starts[c + 1])
+            j = np.concatenate([[c], j_all[sl]])
+            rel = np.vstack([np.zeros((1, 3)), d_all[sl]])
+            cluster = Atoms(numbers=numbers[j], positions=pos[c] + rel)
+            dp, p = engine.derivatives(
+                cluster, centers=[0], attach=True, method="analytical", return_descriptor=True
+            )
+            p = p[0] * w
+            dp = dp[0] * w  # (n_cluster, 3, F)
+            norm = np.linalg.norm(p)
+            q = p / norm
+            dq = (dp - np.einsum("kbf,f->kb", dp, q)[:, :, None] * q) / norm
+            q_out[k] = q
+            strain_out[k] = np.einsum("ka,kbf->abf", rel, dq)
+            # Fold periodic images back onto their atoms.
+            order = np.argsort(j, kind="stable")
+            js = j[order]
+            first = np.flatnonzero(np.r_[True, js[1:] != js[:-1]])
+            dq_out.append(np.add.reduceat(dq[order], first, axis=0))
+            neigh_out.append(js[first])
+            centre_out.append(np.full(len(first), k))
+        return StructureDescriptor(
+            features=q_out,
+            numbers=numbers[centres].copy(),
+            centre=np.concatenate(centre_out) if centre_out else np.zeros(0, int),
+            neighbour=np.concatenate(neigh_out) if neigh_out else np.zeros(0, int),
+            dq_dr=np.concatenate(dq_out) if dq_out else np.zeros((0, 3, n_feat)),
+            dq_dstrain=strain_out,
+        )
+
+
+def _pair_weights(engine: _DScribeSOAP) -> np.ndarray:
+    """sqrt(2) on the entries DScribe stores once for two ordered pairs.
+
+    Within a same-species block DScribe's layout is l-major, then the upper
+    triangle of (n, n'); a block of two different species is stored once.
+    """
+    n_max, l_max = engine._n_max, engine._l_max
+    w = np.full(engine.get_number_of_features(), np.sqrt(2.0))
+    pairs = [(n, m) for n in range(n_max) for m in range(n, n_max)]
+    diagonal = np.array([n == m for n, m in pairs])
+    same_block = np.where(np.tile(diagonal, l_max + 1), 1.0, np.sqrt(2.0))
+    for z in engine._atomic_numbers:
+        loc = engine.get_location((int(z), int(z)))
+        w[loc] = same_block
+    return w

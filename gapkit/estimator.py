@@ -1,0 +1,597 @@
+"""GAPRegressor: a SOAP-GAP potential with a scikit-learn interface."""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_numbers, chemical_symbols
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.metrics import r2_score
+from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
+
+from . import kernels
+from ._validation import Labels, check_structures, is_bulk, read_labels
+from .descriptors import SOAP
+from .design import design_rows, predict_structure
+from .exceptions import InvalidParameterError, MissingLabelError, UnknownSpeciesError
+from .gp import StreamingQR, cholesky_with_jitter
+from .metrics import EvaluationReport, evaluate_predictions
+from .sparsify import SPARSE_METHODS, select_sparse_points
+
+__all__ = ["GAPRegressor"]
+
+#: Rows of the design matrix gathered before they are folded into the R factor.
+ROWS_PER_BLOCK = 8192
+
+
+def _fmt(value) -> str:
+    return repr(value)
+
+
+class GAPRegressor(RegressorMixin, BaseEstimator):
+    """Gaussian approximation potential: SOAP descriptors and a sparse GP.
+
+    The model energy of a structure is ``E = sum_i [e0(Z_i) + eps_i]`` with
+    local energies ``eps_i = sum_m alpha_m delta_s^2 (q_i . q_m)^zeta`` over
+    sparse environments ``m`` of the centre's species ``s``. The weights are
+    fitted to total energies, forces and stresses together.
+
+    Parameters
+    ----------
+    descriptor : SOAP, default=None
+        Descriptor settings; ``SOAP()`` when None. Species not given there
+        are taken from the training data.
+    zeta : int, default=4
+        Exponent of the dot-product kernel.
+    delta : float or dict, default=1.0
+        Energy scale in eV of the local-energy prior, one value or one per
+        species (``{"Na": 1.0, "Cl": 0.5}``).
+    n_sparse : int or dict, default=500
+        Sparse points per species (or a dict per species).
+    sparse_method : {"cur", "fps", "random"}, default="cur"
+        How sparse points are chosen (see :func:`gapkit.sparsify.select_sparse_points`).
+    sigma_energy : float, default=0.002
+        Energy noise in eV per atom; the energy of a structure of N atoms gets
+        ``sigma_energy * sqrt(N)`` (GAP's convention).
+    sigma_force : float, default=0.1
+        Force noise in eV/Å per component.
+    sigma_virial : float, default=0.1
+        Virial noise in eV per atom (times ``sqrt(N)``), applied to ``V * stress``.
+    config_type_sigma : dict, default=None
+        Per ``atoms.info["config_type"]`` overrides:
+        ``{"slab": {"energy": 0.004, "force": 0.2, "virial": 0.2}}`` (any subset
+        of the keys). Per-structure ``atoms.info`` keys ``energy_sigma``,
+        ``force_sigma``, ``virial_sigma`` (same units as above) and the per-atom
+        array ``atoms.arrays["force_atom_sigma"]`` override both.
+    e0 : "fit", "zero" or dict, default="fit"
+        Energy per isolated atom: least squares of the energies on the
+        composition (``"fit"``), zero, or a dict of values per species in eV.
+    jitter : float, default=1e-8
+        Added to the diagonal of K_MM, relative to its mean diagonal.
+    energy_key, forces_key, stress_key : str, default=None
+        Where the labels are in ``atoms.info``/``atoms.arrays``; by default
+        the calculator results and the usual keys are tried.
+    baseline : calculator, default=None
+        A gapkit electrostatics calculator (or any object with ``todict``
+        understood by :func:`gapkit.electrostatics.calculator_from_dict`); the
+        GAP is fitted to reference minus baseline and predicts GAP plus
+        baseline.
+    n_jobs : int, default=1
+        Processes for descriptor work (joblib; -1 for all cores).
+    random_state : int, default=None
+        Seed of the sparse-point selection.
+    verbose : bool, default=False
+        Show progress bars.
+
+    Attributes
+    ----------
+    descriptor_ : SOAP
+        Descriptor with its species fixed.
+    species_ : list of str
+    e0_ : dict of str to float
+    sparse_features_ : ndarray of shape (M, n_features)
+    sparse_numbers_ : ndarray of shape (M,)
+    delta_ : ndarray of shape (M,)
+        Energy scale of each sparse point's species.
+    coefficients_ : ndarray of shape (M,)
+        GP weights ``alpha``.
+    r_factor_ : ndarray of shape (M, M)
+        R of the QR of the weighted design matrix (posterior ``(R^T R)^-1``).
+    n_observations_ : dict
+        Number of energy, force and virial observations used.
+
+    Examples
+    --------
+    >>> from gapkit import GAPRegressor, SOAP
+    >>> from gapkit.datasets import load_cu_emt
+    >>> train, test = load_cu_emt()
+    >>> model = GAPRegressor(SOAP(r_cut=4.0, n_max=4, l_max=3), n_sparse=50, random_state=0)
+    >>> model = model.fit(train[:5])
+    >>> model.predict(test[:2]).shape
+    (2,)
+    """
+
+    def __init__(
+        self,
+        descriptor: SOAP | None = None,
+        *,
+        zeta: int = 4,
+        delta: float | dict = 1.0,
+        n_sparse: int | dict = 500,
+        sparse_method: str = "cur",
+        sigma_energy: float = 0.002,
+        sigma_force: float = 0.1,
+        sigma_virial: float = 0.1,
+        config_type_sigma: dict | None = None,
+        e0: str | dict = "fit",
+        jitter: float = 1e-8,
+        energy_key: str | None = None,
+        forces_key: str | None = None,
+        stress_key: str | None = None,
+        baseline=None,
+        n_jobs: int | None = 1,
+        random_state: int | None = None,
+        verbose: bool = False,
+    ):
+        self.descriptor = descriptor
+        self.zeta = zeta
+        self.delta = delta
+        self.n_sparse = n_sparse
+        self.sparse_method = sparse_method
+        self.sigma_energy = sigma_energy
+        self.sigma_force = sigma_force
+        self.sigma_virial = sigma_virial
+        self.config_type_sigma = config_type_sigma
+        self.e0 = e0
+        self.jitter = jitter
+        self.energy_key = energy_key
+        self.forces_key = forces_key
+        self.stress_key = stress_key
+        self.baseline = baseline
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------ validation
+    def _invalid(self, name: str, allowed: str):
+        return InvalidParameterError(
+            f"GAPRegressor: {name!r} must be {allowed}; got {_fmt(getattr(self, name))}."
+        )
+
+    def _validate_params(self) -> None:
+        def positive(name):
+            v = getattr(self, name)
+            if not (isinstance(v, numbers.Real) and np.isfinite(v) and v > 0):
+                raise self._invalid(name, "a positive number")
+
+        if self.descriptor is not None and not isinstance(self.descriptor, SOAP):
+            raise self._invalid("descriptor", "a gapkit.SOAP instance or None")
+        if not (isinstance(self.zeta, numbers.Integral) and self.zeta >= 1):
+            raise self._invalid("zeta", "an integer >= 1")
+        for name in ("sigma_energy", "sigma_force", "sigma_virial"):
+            positive(name)
+        if not (isinstance(self.jitter, numbers.Real) and 0 <= self.jitter < 1):
+            raise self._invalid("jitter", "a number in [0, 1)")
+        if self.sparse_method not in SPARSE_METHODS:
+            raise self._invalid("sparse_method", f"one of {SPARSE_METHODS}")
+        for name in ("delta", "n_sparse"):
+            v = getattr(self, name)
+            values = v.values() if isinstance(v, dict) else [v]
+            for x in values:
+                if name == "n_sparse" and not (isinstance(x, numbers.Integral) and x >= 1):
+                    raise self._invalid(name, "an integer >= 1 (or a dict of them per species)")
+                if name == "delta" and not (isinstance(x, numbers.Real) and x > 0):
+                    raise self._invalid(name, "a positive number (or a dict of them per species)")
+        if not (self.e0 in ("fit", "zero") or isinstance(self.e0, dict)):
+            raise self._invalid("e0", "'fit', 'zero' or a dict of energies per species")
+        if self.config_type_sigma is not None:
+            if not isinstance(self.config_type_sigma, dict):
+                raise self._invalid("config_type_sigma", "a dict of dicts or None")
+            for ct, entry in self.config_type_sigma.items():
+                if not isinstance(entry, dict) or set(entry) - {"energy", "force", "virial"}:
+                    raise self._invalid(
+                        "config_type_sigma",
+                        "a dict {config_type: {'energy'|'force'|'virial': sigma}}",
+                    )
+                for key, value in entry.items():
+                    if not (isinstance(value, numbers.Real) and value > 0):
+                        raise InvalidParameterError(
+                            f"GAPRegressor: config_type_sigma[{ct!r}][{key!r}] must be a "
+                            f"positive number; got {value!r}."
+                        )
+
+    @staticmethod
+    def _per_species(value, species: list[str], name: str) -> dict[str, float]:
+        if isinstance(value, dict):
+            missing = [s for s in species if s not in value]
+            if missing:
+                raise InvalidParameterError(
+                    f"GAPRegressor: {name!r} has no value for {', '.join(missing)}."
+                )
+            return {s: value[s] for s in species}
+        return dict.fromkeys(species, value)
+
+    # -------------------------------------------------------------- helpers
+    def _sigmas(self, atoms: Atoms) -> tuple[float, np.ndarray, float]:
+        """Noise of the energy, the force components and the virial of a structure."""
+        sig = {"energy": self.sigma_energy, "force": self.sigma_force, "virial": self.sigma_virial}
+        ct = atoms.info.get("config_type")
+        if self.config_type_sigma and ct in self.config_type_sigma:
+            sig.update(self.config_type_sigma[ct])
+        for key in ("energy", "force", "virial"):
+            if f"{key}_sigma" in atoms.info:
+                sig[key] = float(atoms.info[f"{key}_sigma"])
+        force = np.full((len(atoms), 3), float(sig["force"]))
+        if "force_atom_sigma" in atoms.arrays:
+            force = np.repeat(np.asarray(atoms.arrays["force_atom_sigma"], float), 3).reshape(-1, 3)
+        root_n = np.sqrt(len(atoms))
+        values = [sig["energy"], sig["virial"], *np.ravel(force)]
+        if not all(np.isfinite(v) and v > 0 for v in values):
+            raise InvalidParameterError(
+                "GAPRegressor: sigmas must be positive numbers; got a zero, negative or NaN "
+                f"sigma for a structure with config_type={ct!r}."
+            )
+        return sig["energy"] * root_n, force, sig["virial"] * root_n
+
+    def _parallel(self):
+        return Parallel(n_jobs=self.n_jobs or 1, return_as="generator")
+
+    def _progress(self, iterable, total: int, desc: str):
+        return tqdm(iterable, total=total, desc=desc, disable=not self.verbose, leave=False)
+
+    def _baseline_results(self, frames: list[Atoms], *, forces: bool, stress: bool) -> list[dict]:
+        out = []
+        for atoms in frames:
+            a = atoms.copy()
+            a.calc = self.baseline_ if hasattr(self, "baseline_") else self.baseline
+            res = {"energy": a.get_potential_energy(), "energies": a.get_potential_energies()}
+            if forces:
+                res["forces"] = a.get_forces()
+            if stress and is_bulk(a):
+                res["stress"] = a.get_stress()
+            out.append(res)
+        return out
+
+    def _check_known_species(self, frames: list[Atoms]) -> None:
+        known = set(self.species_)
+        for k, atoms in enumerate(frames):
+            unknown = sorted(set(atoms.get_chemical_symbols()) - known)
+            if unknown:
+                raise UnknownSpeciesError(
+                    f"GAPRegressor: structure {k} contains {', '.join(unknown)}, which the model "
+                    f"was not fitted for (species: {', '.join(self.species_)})."
+                )
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, X: Sequence[Atoms], y=None) -> GAPRegressor:
+        """Fit the potential to labelled structures.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+            Training structures carrying energies, forces and/or stresses (see
+            ``energy_key`` and friends). A structure with none of them is an
+            error.
+        y : array-like of shape (n_structures,), default=None
+            Total energies in eV, overriding those found on the structures.
+
+        Returns
+        -------
+        self : GAPRegressor
+        """
+        self._validate_params()
+        frames = check_structures(X, "GAPRegressor.fit")
+        labels = self._read_training_labels(frames, y)
+
+        symbols = sorted({s for a in frames for s in a.get_chemical_symbols()},
+                         key=lambda s: atomic_numbers[s])
+        descriptor = clone(self.descriptor) if self.descriptor is not None else SOAP()
+        if descriptor.species is None:
+            descriptor.set_params(species=symbols)
+        self.descriptor_ = descriptor
+        self.species_ = descriptor.species_symbols
+        self._check_known_species(frames)
+        delta = self._per_species(self.delta, self.species_, "delta")
+        n_sparse = self._per_species(self.n_sparse, self.species_, "n_sparse")
+
+        if self.baseline is not None:
+            self.baseline_ = _copy_baseline(self.baseline)
+            base = self._baseline_results(frames, forces=True, stress=True)
+            labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
+        self.e0_ = self._fit_e0(frames, labels)
+
+        # Pass 1: descriptors -> sparse points.
+        jobs = (delayed(descriptor.features)(a) for a in frames)
+        feats = list(self._progress(self._parallel()(jobs), len(frames), "descriptors"))
+        rng = np.random.default_rng(self.random_state)
+        q_sparse, z_sparse = [], []
+        for s in self.species_:
+            z = atomic_numbers[s]
+            x = np.vstack([f[a.numbers == z] for f, a in zip(feats, frames, strict=True)])
+            if len(x) == 0:
+                continue
+            idx = select_sparse_points(x, n_sparse[s], self.sparse_method, rng)
+            q_sparse.append(x[idx])
+            z_sparse.append(np.full(len(idx), z))
+        del feats
+        self.sparse_features_ = np.vstack(q_sparse)
+        self.sparse_numbers_ = np.concatenate(z_sparse)
+        self.delta_ = np.array([delta[chemical_symbols[z]] for z in self.sparse_numbers_])
+        m = len(self.sparse_numbers_)
+
+        # Prior rows L^T with K_MM + jitter = L L^T (block diagonal over species).
+        solver = StreamingQR(m)
+        l_mm = np.zeros((m, m))
+        for z in np.unique(self.sparse_numbers_):
+            cols = np.flatnonzero(self.sparse_numbers_ == z)
+            qs = self.sparse_features_[cols]
+            k_mm = kernels.kernel(qs, qs, self.zeta, self.delta_[cols[0]])
+            l_mm[np.ix_(cols, cols)] = cholesky_with_jitter(k_mm, self.jitter)
+        solver.add_rows(l_mm.T, np.zeros(m))
+
+        # Pass 2: derivatives -> weighted design-matrix rows, folded into R block by block.
+        jobs = (
+            delayed(_structure_rows)(
+                descriptor, a, lab, self._sigmas(a), self.e0_,
+                self.sparse_features_, self.sparse_numbers_, self.delta_, self.zeta,
+            )
+            for a, lab in zip(frames, labels, strict=True)
+        )
+        block_a, block_b, n_rows = [], [], 0
+        counts = {"energy": 0, "forces": 0, "virial": 0}
+        for a_rows, b_rows, c in self._progress(self._parallel()(jobs), len(frames), "fit"):
+            block_a.append(a_rows)
+            block_b.append(b_rows)
+            n_rows += len(b_rows)
+            for k in counts:
+                counts[k] += c[k]
+            if n_rows >= ROWS_PER_BLOCK:
+                solver.add_rows(np.vstack(block_a), np.concatenate(block_b))
+                block_a, block_b, n_rows = [], [], 0
+        if block_a:
+            solver.add_rows(np.vstack(block_a), np.concatenate(block_b))
+        self.coefficients_ = solver.solve()
+        self.r_factor_ = solver.r
+        self.n_observations_ = counts
+        return self
+
+    def _read_training_labels(self, frames: list[Atoms], y) -> list[Labels]:
+        labels = [
+            read_labels(a, self.energy_key, self.forces_key, self.stress_key) for a in frames
+        ]
+        if y is not None:
+            y = np.asarray(y, dtype=float).reshape(-1)
+            if len(y) != len(frames):
+                raise InvalidParameterError(
+                    f"GAPRegressor.fit: y has {len(y)} energies for {len(frames)} structures."
+                )
+            for lab, e in zip(labels, y, strict=True):
+                lab.energy = float(e)
+        missing = [k for k, lab in enumerate(labels) if lab.empty]
+        if missing:
+            raise MissingLabelError(
+                f"GAPRegressor.fit: {len(missing)} structure(s) carry no energy, forces or "
+                f"stress (first: structure {missing[0]}). Label them, or name the keys with "
+                "energy_key/forces_key/stress_key."
+            )
+        return labels
+
+    def _fit_e0(self, frames: list[Atoms], labels: list[Labels]) -> dict[str, float]:
+        if self.e0 == "zero":
+            return dict.fromkeys(self.species_, 0.0)
+        if isinstance(self.e0, dict):
+            return self._per_species({k: float(v) for k, v in self.e0.items()},
+                                     self.species_, "e0")
+        rows, energies = [], []
+        for atoms, lab in zip(frames, labels, strict=True):
+            if lab.energy is None:
+                continue
+            syms = atoms.get_chemical_symbols()
+            rows.append([syms.count(s) for s in self.species_])
+            energies.append(lab.energy)
+        if not rows:
+            return dict.fromkeys(self.species_, 0.0)
+        comp = np.array(rows, dtype=float)
+        e0, *_ = np.linalg.lstsq(comp, np.array(energies), rcond=None)
+        return {s: float(v) for s, v in zip(self.species_, e0, strict=True)}
+
+    # -------------------------------------------------------------- predict
+    def _prepare_predict(self, X, owner: str) -> list[Atoms]:
+        check_is_fitted(self, "coefficients_")
+        frames = check_structures(X, owner)
+        self._check_known_species(frames)
+        return frames
+
+    def _predict_frames(
+        self, frames: list[Atoms], *, forces: bool, stress: bool, desc: str = "predict"
+    ) -> list[dict]:
+        jobs = (
+            delayed(_predict_one)(
+                self.descriptor_, a, self.e0_, self.sparse_features_, self.sparse_numbers_,
+                self.coefficients_ * self.delta_**2, self.zeta, forces, stress,
+            )
+            for a in frames
+        )
+        results = list(self._progress(self._parallel()(jobs), len(frames), desc))
+        if self.baseline is not None:
+            base = self._baseline_results(frames, forces=forces, stress=stress)
+            for res, b in zip(results, base, strict=True):
+                for key, value in b.items():
+                    if key in res:
+                        res[key] = res[key] + value
+        return results
+
+    def predict(self, X: Sequence[Atoms], return_std: bool = False) -> np.ndarray:
+        """Total energies in eV.
+
+        Parameters
+        ----------
+        X : list of ase.Atoms
+        return_std : bool, default=False
+            Not available yet (needs the posterior-variance work).
+
+        Returns
+        -------
+        ndarray of shape (n_structures,)
+        """
+        if return_std:
+            raise NotImplementedError("GAPRegressor.predict: return_std is not implemented yet.")
+        frames = self._prepare_predict(X, "GAPRegressor.predict")
+        return np.array([r["energy"] for r in self._predict_frames(frames, forces=False,
+                                                                    stress=False)])
+
+    def predict_local_energies(self, X: Sequence[Atoms]) -> list[np.ndarray]:
+        """Per-atom energies ``e0(Z_i) + eps_i`` in eV, one array per structure."""
+        frames = self._prepare_predict(X, "GAPRegressor.predict_local_energies")
+        return [r["energies"] for r in self._predict_frames(frames, forces=False, stress=False)]
+
+    def predict_forces(self, X: Sequence[Atoms]) -> list[np.ndarray]:
+        """Forces in eV/Å, a list of arrays of shape (n_atoms, 3)."""
+        frames = self._prepare_predict(X, "GAPRegressor.predict_forces")
+        return [r["forces"] for r in self._predict_frames(frames, forces=True, stress=False)]
+
+    def predict_stress(self, X: Sequence[Atoms]) -> np.ndarray:
+        """Stresses in eV/Å³ (ASE sign, Voigt order), shape (n_structures, 6).
+
+        Structures that are not periodic in all three directions get NaN.
+        """
+        frames = self._prepare_predict(X, "GAPRegressor.predict_stress")
+        res = self._predict_frames(frames, forces=False, stress=True)
+        return np.array([r.get("stress", np.full(6, np.nan)) for r in res])
+
+    def predict_all(self, X: Sequence[Atoms], *, stress: bool = True) -> list[dict]:
+        """Everything in one pass: ``energy``, ``energies``, ``forces`` and, for
+        bulk cells, ``stress``, one dict per structure."""
+        frames = self._prepare_predict(X, "GAPRegressor.predict_all")
+        return self._predict_frames(frames, forces=True, stress=stress)
+
+    # ------------------------------------------------------------- metrics
+    def evaluate(self, X: Sequence[Atoms]) -> EvaluationReport:
+        """Errors against the labels carried by ``X``.
+
+        Returns
+        -------
+        EvaluationReport
+            A dict of metrics (energy RMSE/MAE per atom in eV/atom, force
+            RMSE/MAE in eV/Å, stress RMSE in eV/Å³, counts) that prints as a
+            table.
+        """
+        frames = self._prepare_predict(X, "GAPRegressor.evaluate")
+        labels = [read_labels(a, self.energy_key, self.forces_key, self.stress_key)
+                  for a in frames]
+        predictions = self._predict_frames(frames, forces=True, stress=True, desc="evaluate")
+        return evaluate_predictions(frames, labels, predictions)
+
+    def score(self, X: Sequence[Atoms], y=None, sample_weight=None) -> float:
+        """Coefficient of determination R² of the energies per atom.
+
+        ``y`` (total energies) overrides the labels on the structures.
+        """
+        frames = self._prepare_predict(X, "GAPRegressor.score")
+        if y is None:
+            labels = [read_labels(a, self.energy_key, None, None).energy for a in frames]
+            if any(e is None for e in labels):
+                raise MissingLabelError("GAPRegressor.score: a structure has no energy label.")
+            y = labels
+        n = np.array([len(a) for a in frames])
+        pred = self.predict(frames)
+        return float(r2_score(np.asarray(y) / n, pred / n, sample_weight=sample_weight))
+
+    # ------------------------------------------------------------ utilities
+    def calculator(self, **kwargs):
+        """An ASE calculator (:class:`gapkit.GAPCalculator`) driven by this model."""
+        from .calculator import GAPCalculator
+
+        return GAPCalculator(self, **kwargs)
+
+    def save(self, path) -> None:
+        """Write the fitted model to ``path`` (see :func:`gapkit.load`)."""
+        from .io import save_model
+
+        save_model(self, path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.non_deterministic = False
+        return tags
+
+
+# -------------------------------------------------------------------- workers
+def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta):
+    """Weighted design-matrix rows and targets of one structure (runs in a worker)."""
+    sigma_e, sigma_f, sigma_v = sigmas
+    need_f = labels.forces is not None
+    need_v = labels.stress is not None
+    desc = (
+        descriptor.features_and_derivatives(atoms)
+        if (need_f or need_v)
+        else _features_only(descriptor, atoms)
+    )
+    rows = design_rows(desc, q_sparse, z_sparse, delta, zeta, forces=need_f, virial=need_v)
+    a_parts, b_parts = [], []
+    counts = {"energy": 0, "forces": 0, "virial": 0}
+    if labels.energy is not None:
+        e_ref = labels.energy - sum(e0[s] for s in atoms.get_chemical_symbols())
+        a_parts.append(rows["energy"][None] / sigma_e)
+        b_parts.append(np.array([e_ref / sigma_e]))
+        counts["energy"] = 1
+    if need_f:
+        a_parts.append((rows["forces"] / sigma_f[:, :, None]).reshape(-1, len(q_sparse)))
+        b_parts.append((labels.forces / sigma_f).reshape(-1))
+        counts["forces"] = labels.forces.size
+    if need_v:
+        volume = atoms.get_volume()
+        a_parts.append(rows["virial"] / sigma_v)
+        b_parts.append(labels.stress * volume / sigma_v)
+        counts["virial"] = 6
+    return np.vstack(a_parts), np.concatenate(b_parts), counts
+
+
+def _features_only(descriptor, atoms):
+    from .descriptors import StructureDescriptor
+
+    return StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
+
+
+def _predict_one(descriptor, atoms, e0, q_sparse, z_sparse, weights, zeta, forces, stress):
+    stress = stress and is_bulk(atoms)
+    desc = (
+        descriptor.features_and_derivatives(atoms)
+        if (forces or stress)
+        else _features_only(descriptor, atoms)
+    )
+    res = predict_structure(desc, q_sparse, z_sparse, weights, zeta, forces=forces, virial=stress)
+    energies = res["energies"] + np.array([e0[s] for s in atoms.get_chemical_symbols()])
+    out = {"energy": float(energies.sum()), "energies": energies}
+    if forces:
+        out["forces"] = res["forces"]
+    if stress:
+        v = res["virial"]
+        v = 0.5 * (v + v.T) / atoms.get_volume()
+        out["stress"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]])
+    return out
+
+
+def _subtract(labels: Labels, base: dict) -> Labels:
+    return Labels(
+        None if labels.energy is None else labels.energy - base["energy"],
+        None if labels.forces is None else labels.forces - base["forces"],
+        None if labels.stress is None else labels.stress - base["stress"],
+    )
+
+
+def _copy_baseline(baseline):
+    if not hasattr(baseline, "todict"):
+        raise InvalidParameterError(
+            "GAPRegressor: 'baseline' must be a gapkit electrostatics calculator "
+            f"(with todict()); got {type(baseline).__name__}."
+        )
+    from .electrostatics import calculator_from_dict
+
+    return calculator_from_dict(baseline.todict())

@@ -1,0 +1,52 @@
+"""Dot-product (polynomial) SOAP kernel and the factors of its gradients.
+
+``k(q, q') = delta_s**2 * (q . q')**zeta`` when both centres have species ``s``
+and zero otherwise (one independent GP per centre species, like GAP's
+``add_species``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["kernel", "kernel_and_gradient_factor"]
+
+
+def kernel(q: np.ndarray, q_sparse: np.ndarray, zeta: int, delta: float) -> np.ndarray:
+    """Kernel matrix between centres and sparse points of one species.
+
+    Parameters
+    ----------
+    q : ndarray of shape (n, n_features)
+        Normalised descriptors.
+    q_sparse : ndarray of shape (m, n_features)
+        Normalised descriptors of the sparse points.
+    zeta : int
+        Exponent of the dot product.
+    delta : float
+        Energy scale in eV.
+
+    Returns
+    -------
+    ndarray of shape (n, m)
+        ``delta**2 * (q @ q_sparse.T)**zeta`` in eV².
+    """
+    return delta**2 * (q @ q_sparse.T) ** zeta
+
+
+def kernel_and_gradient_factor(
+    q: np.ndarray, q_sparse: np.ndarray, zeta: int, delta: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel matrix and the scalar factor of its gradient.
+
+    Returns
+    -------
+    k : ndarray of shape (n, m)
+        ``delta**2 * (q . q_m)**zeta``.
+    g : ndarray of shape (n, m)
+        ``delta**2 * zeta * (q . q_m)**(zeta - 1)``, so that
+        ``dk/dq = g[:, m, None] * q_sparse[m]``.
+    """
+    dots = q @ q_sparse.T
+    g = (delta**2 * zeta) * dots ** (zeta - 1)
+    return g * dots / zeta, g
