@@ -40,7 +40,8 @@ def save_model(model, path) -> None:
     written to a temporary name and renamed, so a failure leaves any existing
     file untouched.
     """
-    import dscribe
+    from importlib.metadata import version
+
     from sklearn.utils.validation import check_is_fitted
 
     from . import __version__
@@ -60,7 +61,7 @@ def save_model(model, path) -> None:
         "format": _FORMAT,
         "schema_version": SCHEMA_VERSION,
         "gapkit_version": __version__,
-        "dscribe_version": dscribe.__version__,
+        "dscribe_version": version("dscribe"),
         "params": params,
         "species": model.species_,
         "e0": model.e0_,

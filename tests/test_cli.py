@@ -1,0 +1,66 @@
+"""Command line: fit, eval (with plot), demo-style output and errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ase.io import write
+
+from gapkit import load
+from gapkit.cli import build_model, main
+from gapkit.exceptions import InvalidParameterError
+
+
+@pytest.fixture
+def files(tmp_path, cu_data):
+    train, test = cu_data
+    write(tmp_path / "train.xyz", train[:8])
+    write(tmp_path / "test.xyz", test[:4])
+    config = {"descriptor": {"r_cut": 3.5, "n_max": 4, "l_max": 3}, "n_sparse": 30,
+              "random_state": 0}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    return tmp_path
+
+
+def test_fit_and_eval(files, capsys):
+    model_path = files / "cu.gap"
+    assert main(["fit", str(files / "train.xyz"), "--config", str(files / "config.json"),
+                 "-o", str(model_path), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "read 8 structures" in out and "model written to" in out
+    model = load(model_path)
+    assert model.descriptor_.n_max == 4 and len(model.coefficients_) == 30
+
+    plot = files / "parity.png"
+    assert main(["eval", str(model_path), str(files / "test.xyz"), "--plot", str(plot),
+                 "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "force RMSE" in out and "meV/atom" in out
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_custom_label_keys(files, cu_data, capsys):
+    frames = [a.copy() for a in cu_data[0][:4]]
+    for a, ref in zip(frames, cu_data[0][:4], strict=True):
+        a.info["dft_e"] = ref.get_potential_energy()
+        a.arrays["dft_f"] = ref.get_forces()
+    write(files / "custom.xyz", frames)
+    assert main(["fit", str(files / "custom.xyz"), "--config", str(files / "config.json"),
+                 "--energy-key", "dft_e", "--forces-key", "dft_f", "--stress-key", "none",
+                 "-o", str(files / "m.gap"), "-q"]) == 0
+    assert "4 energies, 384 force components and 0 virial" in capsys.readouterr().out
+
+
+def test_errors_are_reported_not_raised(files, capsys):
+    assert main(["eval", str(files / "absent.gap"), str(files / "test.xyz")]) == 2
+    assert "No model file" in capsys.readouterr().err
+    (files / "bad.json").write_text(json.dumps({"n_sparce": 3}))
+    assert main(["fit", str(files / "train.xyz"), "--config", str(files / "bad.json"),
+                 "-o", str(files / "x.gap")]) == 2
+    assert "unknown parameter(s) n_sparce" in capsys.readouterr().err
+
+
+def test_build_model_rejects_unknown_descriptor_keys():
+    with pytest.raises(InvalidParameterError, match="descriptor parameter"):
+        build_model({"descriptor": {"cutoff": 5}})
