@@ -238,8 +238,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             )
         return sig["energy"] * root_n, force, sig["virial"] * root_n
 
-    def _parallel(self):
-        return Parallel(n_jobs=self.n_jobs or 1, return_as="generator")
+    def _parallel(self, n_tasks: int):
+        """joblib over structures; in-process for a single task (e.g. an MD step)."""
+        n_jobs = 1 if n_tasks <= 1 else (self.n_jobs or 1)
+        return Parallel(n_jobs=n_jobs, return_as="generator")
 
     def _progress(self, iterable, total: int, desc: str):
         return tqdm(iterable, total=total, desc=desc, disable=not self.verbose, leave=False)
@@ -307,7 +309,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
 
         # Pass 1: descriptors -> sparse points.
         jobs = (delayed(descriptor.features)(a) for a in frames)
-        feats = list(self._progress(self._parallel()(jobs), len(frames), "descriptors"))
+        feats = list(
+            self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
+        )
         rng = np.random.default_rng(self.random_state)
         q_sparse, z_sparse = [], []
         for s in self.species_:
@@ -344,7 +348,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         )
         block_a, block_b, n_rows = [], [], 0
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        for a_rows, b_rows, c in self._progress(self._parallel()(jobs), len(frames), "fit"):
+        rows = self._progress(self._parallel(len(frames))(jobs), len(frames), "fit")
+        for a_rows, b_rows, c in rows:
             block_a.append(a_rows)
             block_b.append(b_rows)
             n_rows += len(b_rows)
@@ -417,7 +422,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             )
             for a in frames
         )
-        results = list(self._progress(self._parallel()(jobs), len(frames), desc))
+        results = list(self._progress(self._parallel(len(frames))(jobs), len(frames), desc))
         if self.baseline is not None:
             base = self._baseline_results(frames, forces=forces, stress=stress)
             for res, b in zip(results, base, strict=True):
