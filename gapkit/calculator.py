@@ -22,6 +22,10 @@ class GAPCalculator(Calculator):
     ----------
     model : GAPRegressor
         A fitted model (or one returned by :func:`gapkit.load`).
+    uncertainty : bool, default=False
+        Also store the posterior standard deviations as extra results:
+        ``energy_std`` (eV), ``energies_std`` (eV per atom) and ``forces_std``
+        (eV/Å per component), in the model's ``variance`` form.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -44,9 +48,10 @@ class GAPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, *, uncertainty: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.model = model
+        self.uncertainty = uncertainty
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         properties = ["energy"] if properties is None else properties
@@ -61,10 +66,15 @@ class GAPCalculator(Calculator):
             self.model._check_known_species([self.atoms])
         except UnknownSpeciesError as err:
             raise CalculatorSetupError(str(err)) from err
-        (res,) = self.model._predict_frames([self.atoms], forces=True, stress=bulk)
+        (res,) = self.model._predict_frames(
+            [self.atoms], forces=True, stress=bulk, std=self.uncertainty
+        )
         self.results["energy"] = res["energy"]
         self.results["free_energy"] = res["energy"]
         self.results["energies"] = res["energies"]
         self.results["forces"] = res["forces"]
         if bulk:
             self.results["stress"] = res["stress"]
+        if self.uncertainty:
+            for key in ("energy_std", "energies_std", "forces_std"):
+                self.results[key] = res[key]

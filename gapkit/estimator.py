@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
@@ -14,7 +15,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from . import kernels
+from . import kernels, uncertainty
 from ._validation import Labels, check_structures, is_bulk, read_labels
 from .descriptors import SOAP
 from .design import design_rows, predict_structure
@@ -81,6 +82,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         understood by :func:`gapkit.electrostatics.calculator_from_dict`); the
         GAP is fitted to reference minus baseline and predicts GAP plus
         baseline.
+    variance : {"dtc", "sor"}, default="dtc"
+        Form of the predictive variance (see :mod:`gapkit.uncertainty`): DTC
+        returns to the prior variance far from the data, SOR shrinks to zero
+        there (and underestimates far from the sparse points).
     n_jobs : int, default=1
         Processes for descriptor work (joblib; -1 for all cores).
     random_state : int, default=None
@@ -102,6 +107,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         GP weights ``alpha``.
     r_factor_ : ndarray of shape (M, M)
         R of the QR of the weighted design matrix (posterior ``(R^T R)^-1``).
+    sparse_cholesky_ : ndarray of shape (M, M)
+        Lower Cholesky factor of ``K_MM + jitter``.
     n_observations_ : dict
         Number of energy, force and virial observations used.
 
@@ -134,6 +141,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         forces_key: str | None = None,
         stress_key: str | None = None,
         baseline=None,
+        variance: str = "dtc",
         n_jobs: int | None = 1,
         random_state: int | None = None,
         verbose: bool = False,
@@ -153,6 +161,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.forces_key = forces_key
         self.stress_key = stress_key
         self.baseline = baseline
+        self.variance = variance
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -177,6 +186,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             positive(name)
         if not (isinstance(self.jitter, numbers.Real) and 0 <= self.jitter < 1):
             raise self._invalid("jitter", "a number in [0, 1)")
+        if self.variance not in ("dtc", "sor"):
+            raise self._invalid("variance", "'dtc' or 'sor'")
         if self.sparse_method not in SPARSE_METHODS:
             raise self._invalid("sparse_method", f"one of {SPARSE_METHODS}")
         for name in ("delta", "n_sparse"):
@@ -330,13 +341,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
 
         # Prior rows L^T with K_MM + jitter = L L^T (block diagonal over species).
         solver = StreamingQR(m)
-        l_mm = np.zeros((m, m))
-        for z in np.unique(self.sparse_numbers_):
-            cols = np.flatnonzero(self.sparse_numbers_ == z)
-            qs = self.sparse_features_[cols]
-            k_mm = kernels.kernel(qs, qs, self.zeta, self.delta_[cols[0]])
-            l_mm[np.ix_(cols, cols)] = cholesky_with_jitter(k_mm, self.jitter)
-        solver.add_rows(l_mm.T, np.zeros(m))
+        self.sparse_cholesky_ = self._sparse_cholesky()
+        solver.add_rows(self.sparse_cholesky_.T, np.zeros(m))
 
         # Pass 2: derivatives -> weighted design-matrix rows, folded into R block by block.
         jobs = (
@@ -364,6 +370,17 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.r_factor_ = solver.r
         self.n_observations_ = counts
         return self
+
+    def _sparse_cholesky(self) -> np.ndarray:
+        """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter``."""
+        m = len(self.sparse_numbers_)
+        l_mm = np.zeros((m, m))
+        for z in np.unique(self.sparse_numbers_):
+            cols = np.flatnonzero(self.sparse_numbers_ == z)
+            qs = self.sparse_features_[cols]
+            k_mm = kernels.kernel(qs, qs, self.zeta, self.delta_[cols[0]])
+            l_mm[np.ix_(cols, cols)] = cholesky_with_jitter(k_mm, self.jitter)
+        return l_mm
 
     def _read_training_labels(self, frames: list[Atoms], y) -> list[Labels]:
         labels = [
@@ -413,13 +430,27 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return frames
 
     def _predict_frames(
-        self, frames: list[Atoms], *, forces: bool, stress: bool, desc: str = "predict"
+        self,
+        frames: list[Atoms],
+        *,
+        forces: bool,
+        stress: bool,
+        std: bool = False,
+        desc: str = "predict",
     ) -> list[dict]:
+        arrays = _ModelArrays(
+            e0=self.e0_,
+            q_sparse=self.sparse_features_,
+            z_sparse=self.sparse_numbers_,
+            weights=self.coefficients_ * self.delta_**2,
+            delta=self.delta_,
+            zeta=self.zeta,
+            r_factor=self.r_factor_ if std else None,
+            l_factor=self.sparse_cholesky_ if std else None,
+            variance=self.variance,
+        )
         jobs = (
-            delayed(_predict_one)(
-                self.descriptor_, a, self.e0_, self.sparse_features_, self.sparse_numbers_,
-                self.coefficients_ * self.delta_**2, self.zeta, forces, stress,
-            )
+            delayed(_predict_one)(self.descriptor_, a, arrays, forces, stress, std)
             for a in frames
         )
         results = list(self._progress(self._parallel(len(frames))(jobs), len(frames), desc))
@@ -431,34 +462,53 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                         res[key] = res[key] + value
         return results
 
-    def predict(self, X: Sequence[Atoms], return_std: bool = False) -> np.ndarray:
+    def predict(self, X: Sequence[Atoms], return_std: bool = False):
         """Total energies in eV.
 
         Parameters
         ----------
         X : list of ase.Atoms
         return_std : bool, default=False
-            Not available yet (needs the posterior-variance work).
+            Also return the posterior standard deviation of each energy (eV),
+            in the form set by ``variance``.
 
         Returns
         -------
-        ndarray of shape (n_structures,)
+        energies : ndarray of shape (n_structures,)
+        energy_std : ndarray of shape (n_structures,)
+            Only with ``return_std=True``.
         """
-        if return_std:
-            raise NotImplementedError("GAPRegressor.predict: return_std is not implemented yet.")
         frames = self._prepare_predict(X, "GAPRegressor.predict")
-        return np.array([r["energy"] for r in self._predict_frames(frames, forces=False,
-                                                                    stress=False)])
+        res = self._predict_frames(frames, forces=False, stress=False, std=return_std)
+        energies = np.array([r["energy"] for r in res])
+        if return_std:
+            return energies, np.array([r["energy_std"] for r in res])
+        return energies
 
-    def predict_local_energies(self, X: Sequence[Atoms]) -> list[np.ndarray]:
-        """Per-atom energies ``e0(Z_i) + eps_i`` in eV, one array per structure."""
+    def predict_local_energies(self, X: Sequence[Atoms], return_std: bool = False):
+        """Per-atom energies ``e0(Z_i) + eps_i`` in eV, one array per structure.
+
+        With ``return_std=True`` also their standard deviations (eV).
+        """
         frames = self._prepare_predict(X, "GAPRegressor.predict_local_energies")
-        return [r["energies"] for r in self._predict_frames(frames, forces=False, stress=False)]
+        res = self._predict_frames(frames, forces=False, stress=False, std=return_std)
+        local = [r["energies"] for r in res]
+        if return_std:
+            return local, [r["energies_std"] for r in res]
+        return local
 
-    def predict_forces(self, X: Sequence[Atoms]) -> list[np.ndarray]:
-        """Forces in eV/Å, a list of arrays of shape (n_atoms, 3)."""
+    def predict_forces(self, X: Sequence[Atoms], return_std: bool = False):
+        """Forces in eV/Å, a list of arrays of shape (n_atoms, 3).
+
+        With ``return_std=True`` also the standard deviation of each force
+        component (eV/Å), a list of arrays of the same shapes.
+        """
         frames = self._prepare_predict(X, "GAPRegressor.predict_forces")
-        return [r["forces"] for r in self._predict_frames(frames, forces=True, stress=False)]
+        res = self._predict_frames(frames, forces=True, stress=False, std=return_std)
+        forces = [r["forces"] for r in res]
+        if return_std:
+            return forces, [r["forces_std"] for r in res]
+        return forces
 
     def predict_stress(self, X: Sequence[Atoms]) -> np.ndarray:
         """Stresses in eV/Å³ (ASE sign, Voigt order), shape (n_structures, 6).
@@ -564,15 +614,31 @@ def _features_only(descriptor, atoms):
     return StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
 
 
-def _predict_one(descriptor, atoms, e0, q_sparse, z_sparse, weights, zeta, forces, stress):
+@dataclass(frozen=True)
+class _ModelArrays:
+    """What a worker needs to predict: the fitted arrays, no estimator."""
+
+    e0: dict
+    q_sparse: np.ndarray
+    z_sparse: np.ndarray
+    weights: np.ndarray
+    delta: np.ndarray
+    zeta: int
+    r_factor: np.ndarray | None
+    l_factor: np.ndarray | None
+    variance: str
+
+
+def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std):
     stress = stress and is_bulk(atoms)
     desc = (
         descriptor.features_and_derivatives(atoms)
         if (forces or stress)
         else _features_only(descriptor, atoms)
     )
-    res = predict_structure(desc, q_sparse, z_sparse, weights, zeta, forces=forces, virial=stress)
-    energies = res["energies"] + np.array([e0[s] for s in atoms.get_chemical_symbols()])
+    res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
+                            arrays.zeta, forces=forces, virial=stress)
+    energies = res["energies"] + np.array([arrays.e0[s] for s in atoms.get_chemical_symbols()])
     out = {"energy": float(energies.sum()), "energies": energies}
     if forces:
         out["forces"] = res["forces"]
@@ -580,6 +646,42 @@ def _predict_one(descriptor, atoms, e0, q_sparse, z_sparse, weights, zeta, force
         v = res["virial"]
         v = 0.5 * (v + v.T) / atoms.get_volume()
         out["stress"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]])
+    if std:
+        out.update(_predict_std(desc, arrays, forces))
+    return out
+
+
+def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
+    """Standard deviations of the local energies, the energy and the forces."""
+    n_atoms = len(desc.numbers)
+    m = len(arrays.z_sparse)
+    delta = {int(z): float(d) for z, d in zip(arrays.z_sparse, arrays.delta, strict=True)}
+    local_rows = np.zeros((n_atoms, m))
+    for z in np.unique(desc.numbers):
+        cols = np.flatnonzero(arrays.z_sparse == z)
+        centres = np.flatnonzero(desc.numbers == z)
+        local_rows[np.ix_(centres, cols)] = kernels.kernel(
+            desc.features[centres], arrays.q_sparse[cols], arrays.zeta, delta[int(z)]
+        )
+    rows = [local_rows, local_rows.sum(axis=0, keepdims=True)]
+    if forces:
+        force_rows = design_rows(desc, arrays.q_sparse, arrays.z_sparse, arrays.delta,
+                                 arrays.zeta, forces=True, virial=False)["forces"]
+        rows.append(force_rows.reshape(3 * n_atoms, m))
+    stacked = np.vstack(rows)
+    var = uncertainty.sor_variance(stacked, arrays.r_factor)
+    if arrays.variance == "dtc":
+        prior_local, prior_total = uncertainty.energy_prior_variance(
+            desc.features, desc.numbers, arrays.zeta, delta
+        )
+        prior = [prior_local, [prior_total]]
+        if forces:
+            prior.append(uncertainty.force_prior_variance(desc, arrays.zeta, delta).ravel())
+        var += np.concatenate(prior) - uncertainty.nystrom_variance(stacked, arrays.l_factor)
+    std = np.sqrt(np.clip(var, 0.0, None))
+    out = {"energies_std": std[:n_atoms], "energy_std": float(std[n_atoms])}
+    if forces:
+        out["forces_std"] = std[n_atoms + 1 :].reshape(n_atoms, 3)
     return out
 
 

@@ -163,6 +163,7 @@ def load(path):
     model.delta_ = arrays["delta"]
     model.coefficients_ = arrays["coefficients"]
     model.r_factor_ = arrays["r_factor"]
+    model.sparse_cholesky_ = model._sparse_cholesky()
     return model
 
 

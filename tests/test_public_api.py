@@ -10,7 +10,8 @@ import gapkit
 
 MODULES = ["gapkit", "gapkit.descriptors", "gapkit.kernels", "gapkit.sparsify", "gapkit.gp",
            "gapkit.design", "gapkit.estimator", "gapkit.calculator", "gapkit.io",
-           "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units"]
+           "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units",
+           "gapkit.uncertainty", "gapkit.plots"]
 
 
 @pytest.mark.parametrize("module", MODULES)
