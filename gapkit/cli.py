@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .exceptions import GapkitError, InvalidParameterError
 
 __all__ = ["main"]
@@ -106,19 +108,58 @@ def _cmd_fit(args) -> int:
 def _cmd_eval(args) -> int:
     from ._validation import read_labels
     from .io import load, read_structures
-    from .metrics import evaluate_predictions
+    from .metrics import calibration_metrics, evaluate_predictions
 
     model = load(args.model)
     overrides = {"energy_key": args.energy_key, "forces_key": args.forces_key,
                  "stress_key": args.stress_key, "n_jobs": args.n_jobs}
     model.set_params(**{k: v for k, v in overrides.items() if v is not None})
     model.set_params(verbose=not args.quiet)
+    if args.calibrate is not None:
+        model.calibrate(read_structures(args.calibrate))
+        print(f"std scale factor fitted on {args.calibrate}: {model.std_scale_:.4g}")
+        if args.output is not None:
+            model.save(args.output)
+            print(f"calibrated model written to {Path(args.output).resolve()}")
     frames = read_structures(args.test)
     labels = [read_labels(a, model.energy_key, model.forces_key, model.stress_key)
               for a in frames]
-    predictions = model.predict_all(frames)
+    want_std = args.uncertainty or args.plot_calibration is not None
+    predictions = model.predict_all(frames, return_std=want_std)
     print(f"errors of {args.model} on {args.test}:")
     print(evaluate_predictions(frames, labels, predictions))
+    if want_std:
+        f_err, f_std, e_err, e_std, a_err, a_std = [], [], [], [], [], []
+        for lab, pred in zip(labels, predictions, strict=True):
+            if lab.forces is not None:
+                diff = pred["forces"] - lab.forces
+                f_err.append(diff.ravel())
+                f_std.append(pred["forces_std"].ravel())
+                a_err.append(np.linalg.norm(diff, axis=1))
+                a_std.append(np.sqrt(np.sum(pred["forces_std"] ** 2, axis=1)))
+            if lab.energy is not None:
+                e_err.append(pred["energy"] - lab.energy)
+                e_std.append(pred["energy_std"])
+        rows = []
+        if f_err:
+            rows.append(("force components",
+                         calibration_metrics(np.concatenate(f_err), np.concatenate(f_std))))
+            per_atom = calibration_metrics(np.concatenate(a_err), np.concatenate(a_std))
+            rows.append(("forces per atom", {**per_atom, "coverage_1sigma": np.nan,
+                                             "coverage_2sigma": np.nan, "scale": np.nan}))
+        if e_err:
+            rows.append(("energies", calibration_metrics(np.array(e_err), np.array(e_std))))
+        print(f"\nuncertainty ({model.variance.upper()}, scale {model.std_scale_:.3g}):")
+        print(f"{'':<18}{'in 1 std':>9}{'in 2 std':>9}{'Spearman':>9}{'scale':>8}")
+        for name, m in rows:
+            print(f"{name:<18}{m['coverage_1sigma']:>9.3f}{m['coverage_2sigma']:>9.3f}"
+                  f"{m['spearman']:>9.3f}{m['scale']:>8.3f}")
+        print("(calibrated Gaussian errors: 0.683 in 1 std, 0.954 in 2 std, scale 1)")
+        if args.plot_calibration is not None and f_err:
+            from .plots import calibration_plot
+
+            calibration_plot(np.concatenate(f_err), np.concatenate(f_std), args.plot_calibration)
+            print(f"calibration plot written to {Path(args.plot_calibration).resolve()}")
     if args.plot is not None:
         from .plots import parity_plot
 
@@ -177,6 +218,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("model", type=Path)
     ev.add_argument("test", type=Path)
     ev.add_argument("--plot", type=Path, help="write a parity plot (PNG)")
+    ev.add_argument("--uncertainty", action="store_true",
+                    help="report how well the predicted stds match the errors")
+    ev.add_argument("--plot-calibration", type=Path, help="write a calibration plot (PNG)")
+    ev.add_argument("--calibrate", type=Path,
+                    help="fit the std scale factor on these (validation) structures first")
+    ev.add_argument("-o", "--output", type=Path, help="with --calibrate: write the calibrated "
+                    "model here")
     label_options(ev)
     ev.set_defaults(func=_cmd_eval)
 

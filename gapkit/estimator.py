@@ -21,7 +21,7 @@ from .descriptors import SOAP
 from .design import design_rows, predict_structure
 from .exceptions import InvalidParameterError, MissingLabelError, UnknownSpeciesError
 from .gp import StreamingQR, cholesky_with_jitter
-from .metrics import EvaluationReport, evaluate_predictions
+from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
 from .sparsify import SPARSE_METHODS, select_sparse_points
 
 __all__ = ["GAPRegressor"]
@@ -109,6 +109,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         R of the QR of the weighted design matrix (posterior ``(R^T R)^-1``).
     sparse_cholesky_ : ndarray of shape (M, M)
         Lower Cholesky factor of ``K_MM + jitter``.
+    std_scale_ : float
+        Factor applied to every predicted standard deviation; 1 after
+        ``fit``, set by :meth:`calibrate`.
     n_observations_ : dict
         Number of energy, force and virial observations used.
 
@@ -368,6 +371,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             solver.add_rows(np.vstack(block_a), np.concatenate(block_b))
         self.coefficients_ = solver.solve()
         self.r_factor_ = solver.r
+        self.std_scale_ = 1.0
         self.n_observations_ = counts
         return self
 
@@ -448,6 +452,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             r_factor=self.r_factor_ if std else None,
             l_factor=self.sparse_cholesky_ if std else None,
             variance=self.variance,
+            std_scale=getattr(self, "std_scale_", 1.0),
         )
         jobs = (
             delayed(_predict_one)(self.descriptor_, a, arrays, forces, stress, std)
@@ -519,11 +524,17 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         res = self._predict_frames(frames, forces=False, stress=True)
         return np.array([r.get("stress", np.full(6, np.nan)) for r in res])
 
-    def predict_all(self, X: Sequence[Atoms], *, stress: bool = True) -> list[dict]:
-        """Everything in one pass: ``energy``, ``energies``, ``forces`` and, for
-        bulk cells, ``stress``, one dict per structure."""
+    def predict_all(
+        self, X: Sequence[Atoms], *, stress: bool = True, return_std: bool = False
+    ) -> list[dict]:
+        """Everything in one pass, one dict per structure.
+
+        Keys: ``energy``, ``energies`` (per atom), ``forces`` and, for bulk
+        cells, ``stress``; with ``return_std=True`` also ``energy_std``,
+        ``energies_std`` and ``forces_std``.
+        """
         frames = self._prepare_predict(X, "GAPRegressor.predict_all")
-        return self._predict_frames(frames, forces=True, stress=stress)
+        return self._predict_frames(frames, forces=True, stress=stress, std=return_std)
 
     # ------------------------------------------------------------- metrics
     def evaluate(self, X: Sequence[Atoms]) -> EvaluationReport:
@@ -556,6 +567,40 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         n = np.array([len(a) for a in frames])
         pred = self.predict(frames)
         return float(r2_score(np.asarray(y) / n, pred / n, sample_weight=sample_weight))
+
+    def calibrate(self, X: Sequence[Atoms], on: str = "forces") -> GAPRegressor:
+        """Fit :attr:`std_scale_` on validation structures.
+
+        The factor ``s`` maximises the Gaussian likelihood of the errors with
+        standard deviations ``s * std``: ``s^2 = mean((error / std)^2)`` over
+        the force components (``on="forces"``) or the energies
+        (``on="energy"``).
+
+        Returns
+        -------
+        self : GAPRegressor
+        """
+        if on not in ("forces", "energy"):
+            raise InvalidParameterError(
+                f"GAPRegressor.calibrate: 'on' must be 'forces' or 'energy'; got {on!r}."
+            )
+        frames = self._prepare_predict(X, "GAPRegressor.calibrate")
+        labels = [read_labels(a, self.energy_key, self.forces_key, self.stress_key)
+                  for a in frames]
+        self.std_scale_ = 1.0
+        res = self._predict_frames(frames, forces=on == "forces", stress=False, std=True)
+        if on == "forces":
+            pairs = [(r["forces"] - lab.forces, r["forces_std"])
+                     for r, lab in zip(res, labels, strict=True) if lab.forces is not None]
+        else:
+            pairs = [(np.array([r["energy"] - lab.energy]), np.array([r["energy_std"]]))
+                     for r, lab in zip(res, labels, strict=True) if lab.energy is not None]
+        if not pairs:
+            raise MissingLabelError(f"GAPRegressor.calibrate: no {on} labels to calibrate on.")
+        errors = np.concatenate([p[0].ravel() for p in pairs])
+        stds = np.concatenate([p[1].ravel() for p in pairs])
+        self.std_scale_ = calibration_metrics(errors, stds)["scale"]
+        return self
 
     # ------------------------------------------------------------ utilities
     def calculator(self, **kwargs):
@@ -627,6 +672,7 @@ class _ModelArrays:
     r_factor: np.ndarray | None
     l_factor: np.ndarray | None
     variance: str
+    std_scale: float = 1.0
 
 
 def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std):
@@ -678,7 +724,7 @@ def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
         if forces:
             prior.append(uncertainty.force_prior_variance(desc, arrays.zeta, delta).ravel())
         var += np.concatenate(prior) - uncertainty.nystrom_variance(stacked, arrays.l_factor)
-    std = np.sqrt(np.clip(var, 0.0, None))
+    std = arrays.std_scale * np.sqrt(np.clip(var, 0.0, None))
     out = {"energies_std": std[:n_atoms], "energy_std": float(std[n_atoms])}
     if forces:
         out["forces_std"] = std[n_atoms + 1 :].reshape(n_atoms, 3)

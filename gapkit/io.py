@@ -66,6 +66,7 @@ def save_model(model, path) -> None:
         "species": model.species_,
         "e0": model.e0_,
         "n_observations": model.n_observations_,
+        "std_scale": float(getattr(model, "std_scale_", 1.0)),
         "checksums": {k: _sha256(v) for k, v in arrays.items()},
     }
     text = json.dumps(header, indent=1, sort_keys=True)
@@ -164,6 +165,7 @@ def load(path):
     model.coefficients_ = arrays["coefficients"]
     model.r_factor_ = arrays["r_factor"]
     model.sparse_cholesky_ = model._sparse_cholesky()
+    model.std_scale_ = float(header.get("std_scale", 1.0))
     return model
 
 

@@ -68,3 +68,39 @@ def evaluate_predictions(frames, labels, predictions) -> EvaluationReport:
         n_force_components=int(df.size),
         n_stresses=int(ds.size // 6),
     )
+
+
+def calibration_metrics(errors: np.ndarray, stds: np.ndarray) -> dict[str, float]:
+    """How well predicted standard deviations match actual errors.
+
+    Parameters
+    ----------
+    errors : ndarray
+        Prediction minus reference (any shape).
+    stds : ndarray
+        Predicted standard deviations, same shape.
+
+    Returns
+    -------
+    dict
+        ``coverage_1sigma`` and ``coverage_2sigma`` (fractions of
+        ``|error| <= k std``; 0.683 and 0.954 for calibrated Gaussian errors),
+        ``spearman`` (rank correlation of std and ``|error|``) and ``scale``
+        (the factor ``s`` that maximises the Gaussian likelihood of the errors
+        with stds ``s * std``: ``s^2 = mean((error / std)^2)``).
+    """
+    from scipy.stats import spearmanr
+
+    e = np.abs(np.ravel(errors))
+    s = np.ravel(stds)
+    if e.size == 0:
+        return dict(coverage_1sigma=np.nan, coverage_2sigma=np.nan, spearman=np.nan,
+                    scale=np.nan)
+    s = np.maximum(s, np.finfo(float).tiny)
+    z = e / s
+    return dict(
+        coverage_1sigma=float(np.mean(z <= 1.0)),
+        coverage_2sigma=float(np.mean(z <= 2.0)),
+        spearman=float(spearmanr(s, e)[0]) if e.size > 1 else np.nan,
+        scale=float(np.sqrt(np.mean(z**2))),
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["parity_plot"]
+__all__ = ["parity_plot", "calibration_plot"]
 
 
 def _pyplot():
@@ -57,6 +57,37 @@ def parity_plot(frames, labels, predictions, path) -> None:
             ax.set_title(f"RMSE {rmse:.4g}")
         ax.set_xlabel(f"reference {name}")
         ax.set_ylabel(f"gapkit {name}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def calibration_plot(errors, stds, path, label: str = "force component (eV/Å)") -> None:
+    """Save a calibration plot (PNG): ``|error|`` against predicted std, and the
+    observed fraction of errors within ``k std`` against the Gaussian
+    expectation ``erf(k / sqrt 2)``.
+    """
+    from scipy.special import erf
+
+    plt = _pyplot()
+    e = np.abs(np.ravel(errors))
+    s = np.ravel(stds)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    ax = axes[0]
+    ax.loglog(s, e, ".", ms=2, alpha=0.4)
+    lo = max(float(min(s.min(), e[e > 0].min() if np.any(e > 0) else s.min())), 1e-6)
+    hi = float(max(s.max(), e.max()))
+    ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
+    ax.set_xlabel(f"predicted std, {label}")
+    ax.set_ylabel(f"|error|, {label}")
+    k = np.linspace(0, 3, 61)
+    observed = [np.mean(e <= kk * s) for kk in k]
+    ax = axes[1]
+    ax.plot(erf(k / np.sqrt(2)), observed, label="gapkit")
+    ax.plot([0, 1], [0, 1], color="0.5", lw=1, label="calibrated")
+    ax.set_xlabel("expected fraction within k std")
+    ax.set_ylabel("observed fraction")
+    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

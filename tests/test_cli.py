@@ -64,3 +64,20 @@ def test_errors_are_reported_not_raised(files, capsys):
 def test_build_model_rejects_unknown_descriptor_keys():
     with pytest.raises(InvalidParameterError, match="descriptor parameter"):
         build_model({"descriptor": {"cutoff": 5}})
+
+
+def test_eval_uncertainty_and_calibration(files, capsys):
+    model_path = files / "cu.gap"
+    main(["fit", str(files / "train.xyz"), "--config", str(files / "config.json"),
+          "-o", str(model_path), "-q"])
+    capsys.readouterr()
+    out_model = files / "calibrated.gap"
+    assert main(["eval", str(model_path), str(files / "test.xyz"), "--uncertainty",
+                 "--calibrate", str(files / "train.xyz"), "-o", str(out_model),
+                 "--plot-calibration", str(files / "calib.png"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "std scale factor fitted" in out and "Spearman" in out
+    assert (files / "calib.png").exists()
+    scale = load(out_model).std_scale_
+    assert scale > 0 and scale != 1.0
+    assert f"{scale:.4g}" in out

@@ -99,3 +99,13 @@ def test_calculator_stores_uncertainties(cuau_model, cuau_frames):
     assert res["energies_std"].shape == (len(atoms),)
     _, e_std = cuau_model.predict([atoms], return_std=True)
     assert res["energy_std"] == pytest.approx(e_std[0])
+
+
+def test_calibrate_makes_force_errors_unit_scaled(cuau_model, cuau_frames):
+    model = clone(cuau_model).fit(cuau_frames[:8])
+    valid = cuau_frames[8:]
+    model.calibrate(valid)
+    forces, stds = model.predict_forces(valid, return_std=True)
+    z = np.concatenate([(f - a.get_forces()).ravel() / s.ravel()
+                        for f, s, a in zip(forces, stds, valid, strict=True)])
+    assert np.mean(z**2) == pytest.approx(1.0, rel=1e-9)
