@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.optimize
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, RegressorMixin, clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
@@ -20,7 +23,7 @@ from ._validation import Labels, check_structures, is_bulk, read_labels
 from .descriptors import SOAP
 from .design import design_rows, predict_structure
 from .exceptions import InvalidParameterError, MissingLabelError, UnknownSpeciesError
-from .gp import StreamingQR, cholesky_with_jitter
+from .gp import StreamingQR, cholesky_with_jitter, log_marginal_likelihood
 from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
 from .sparsify import SPARSE_METHODS, select_sparse_points
 
@@ -86,6 +89,13 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         Form of the predictive variance (see :mod:`gapkit.uncertainty`): DTC
         returns to the prior variance far from the data, SOR shrinks to zero
         there (and underestimates far from the sparse points).
+    optimize : bool or list of str, default=False
+        Fit hyperparameters by maximising the log marginal likelihood: True
+        for ``delta`` (per species) and the three default sigmas, or a subset
+        such as ``["delta", "sigma_force"]``. Bounded L-BFGS in log space; the
+        design matrix is kept in memory while it runs. The constructor
+        arguments are left as given; the fitted values are in
+        ``hyperparameters_``.
     n_jobs : int, default=1
         Processes for descriptor work (joblib; -1 for all cores).
     random_state : int, default=None
@@ -109,6 +119,11 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         R of the QR of the weighted design matrix (posterior ``(R^T R)^-1``).
     sparse_cholesky_ : ndarray of shape (M, M)
         Lower Cholesky factor of ``K_MM + jitter``.
+    hyperparameters_ : dict
+        ``delta`` (per species) and the three sigmas the weights were fitted
+        with: the constructor's, or the optimised ones.
+    log_marginal_likelihood_ : float
+        Of the training data at ``hyperparameters_``.
     std_scale_ : float
         Factor applied to every predicted standard deviation; 1 after
         ``fit``, set by :meth:`calibrate`.
@@ -145,6 +160,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         stress_key: str | None = None,
         baseline=None,
         variance: str = "dtc",
+        optimize: bool | list = False,
         n_jobs: int | None = 1,
         random_state: int | None = None,
         verbose: bool = False,
@@ -165,6 +181,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.stress_key = stress_key
         self.baseline = baseline
         self.variance = variance
+        self.optimize = optimize
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -189,6 +206,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             positive(name)
         if not (isinstance(self.jitter, numbers.Real) and 0 <= self.jitter < 1):
             raise self._invalid("jitter", "a number in [0, 1)")
+        allowed_opt = {"delta", "sigma_energy", "sigma_force", "sigma_virial"}
+        if not (isinstance(self.optimize, bool) or (
+                isinstance(self.optimize, (list, tuple)) and set(self.optimize) <= allowed_opt)):
+            raise self._invalid("optimize", f"a bool or a list from {sorted(allowed_opt)}")
         if self.variance not in ("dtc", "sor"):
             raise self._invalid("variance", "'dtc' or 'sor'")
         if self.sparse_method not in SPARSE_METHODS:
@@ -231,18 +252,27 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return dict.fromkeys(species, value)
 
     # -------------------------------------------------------------- helpers
-    def _sigmas(self, atoms: Atoms) -> tuple[float, np.ndarray, float]:
-        """Noise of the energy, the force components and the virial of a structure."""
+    def _sigmas(self, atoms: Atoms) -> dict:
+        """Noise of the energy, the force components and the virial of a structure.
+
+        Returns a dict with ``energy`` and ``virial`` (eV, already times
+        sqrt(N)), ``force`` (n_atoms, 3) in eV/Å, and ``default`` (which of the
+        three use the estimator's sigma, i.e. move with it when it is tuned).
+        """
         sig = {"energy": self.sigma_energy, "force": self.sigma_force, "virial": self.sigma_virial}
+        default = dict.fromkeys(sig, True)
         ct = atoms.info.get("config_type")
         if self.config_type_sigma and ct in self.config_type_sigma:
             sig.update(self.config_type_sigma[ct])
+            default.update(dict.fromkeys(self.config_type_sigma[ct], False))
         for key in ("energy", "force", "virial"):
             if f"{key}_sigma" in atoms.info:
                 sig[key] = float(atoms.info[f"{key}_sigma"])
+                default[key] = False
         force = np.full((len(atoms), 3), float(sig["force"]))
         if "force_atom_sigma" in atoms.arrays:
             force = np.repeat(np.asarray(atoms.arrays["force_atom_sigma"], float), 3).reshape(-1, 3)
+            default["force"] = False
         root_n = np.sqrt(len(atoms))
         values = [sig["energy"], sig["virial"], *np.ravel(force)]
         if not all(np.isfinite(v) and v > 0 for v in values):
@@ -250,7 +280,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                 "GAPRegressor: sigmas must be positive numbers; got a zero, negative or NaN "
                 f"sigma for a structure with config_type={ct!r}."
             )
-        return sig["energy"] * root_n, force, sig["virial"] * root_n
+        return {"energy": sig["energy"] * root_n, "force": force,
+                "virial": sig["virial"] * root_n, "default": default}
 
     def _parallel(self, n_tasks: int):
         """joblib over structures; in-process for a single task (e.g. an MD step)."""
@@ -355,25 +386,129 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             )
             for a, lab in zip(frames, labels, strict=True)
         )
-        block_a, block_b, n_rows = [], [], 0
         counts = {"energy": 0, "forces": 0, "virial": 0}
-        rows = self._progress(self._parallel(len(frames))(jobs), len(frames), "fit")
-        for a_rows, b_rows, c in rows:
-            block_a.append(a_rows)
-            block_b.append(b_rows)
-            n_rows += len(b_rows)
-            for k in counts:
-                counts[k] += c[k]
+        kept = []  # all rows, only when hyperparameters are optimised
+        block, n_rows, sigmas = [], 0, []
+        for k_rows, y, sigma, kind, c in self._progress(
+            self._parallel(len(frames))(jobs), len(frames), "fit"
+        ):
+            for key in counts:
+                counts[key] += c[key]
+            sigmas.append(sigma)
+            if self.optimize:
+                kept.append((k_rows, y, sigma, kind))
+                continue
+            block.append((k_rows / sigma[:, None], y / sigma))
+            n_rows += len(y)
             if n_rows >= ROWS_PER_BLOCK:
-                solver.add_rows(np.vstack(block_a), np.concatenate(block_b))
-                block_a, block_b, n_rows = [], [], 0
-        if block_a:
-            solver.add_rows(np.vstack(block_a), np.concatenate(block_b))
+                solver.add_rows(np.vstack([b[0] for b in block]),
+                                np.concatenate([b[1] for b in block]))
+                block, n_rows = [], 0
+        if block:
+            solver.add_rows(np.vstack([b[0] for b in block]), np.concatenate([b[1] for b in block]))
+        self.n_observations_ = counts
+        self.hyperparameters_ = {
+            "delta": self._per_species(self.delta, self.species_, "delta"),
+            "sigma_energy": self.sigma_energy,
+            "sigma_force": self.sigma_force,
+            "sigma_virial": self.sigma_virial,
+        }
+        if self.optimize:
+            solver = self._optimize_hyperparameters(kept)
+        else:
+            self.log_marginal_likelihood_ = log_marginal_likelihood(
+                solver, self.sparse_cholesky_, np.concatenate(sigmas)
+            )
         self.coefficients_ = solver.solve()
         self.r_factor_ = solver.r
         self.std_scale_ = 1.0
-        self.n_observations_ = counts
         return self
+
+    def _optimize_hyperparameters(self, kept: list) -> StreamingQR:
+        """Maximise the log marginal likelihood over log delta and log sigmas.
+
+        The rows were built with the initial ``delta``; a new ``delta`` scales
+        the columns of K_NM by ``(delta / delta0)^2`` and L by ``delta / delta0``,
+        and new default sigmas rescale the rows that use them, so each trial is
+        one QR of the cached rows.
+        """
+        k_rows = np.vstack([k[0] for k in kept])
+        y = np.concatenate([k[1] for k in kept])
+        sigma0 = np.concatenate([k[2] for k in kept])
+        kind = np.concatenate([k[3] for k in kept])
+        del kept
+        names = self._optimized_names(kind)
+        z_cols = self.sparse_numbers_
+        delta0 = self.delta_.copy()
+        l0 = self.sparse_cholesky_
+        start = {"sigma_energy": self.sigma_energy, "sigma_force": self.sigma_force,
+                 "sigma_virial": self.sigma_virial,
+                 **{f"delta_{s}": self.hyperparameters_["delta"][s] for s in self.species_}}
+        x0 = np.log([start[n] for n in names])
+        kind_of = {"sigma_energy": _KIND_ENERGY, "sigma_force": _KIND_FORCE,
+                   "sigma_virial": _KIND_VIRIAL}
+
+        def unpack(x):
+            values = dict(start)
+            values.update(zip(names, np.exp(x), strict=True))
+            sigma = sigma0.copy()
+            for name, k in kind_of.items():
+                sigma[kind == k] *= values[name] / start[name]
+            ratio = np.array([values[f"delta_{chemical_symbols[z]}"] for z in z_cols]) / delta0
+            return values, sigma, ratio
+
+        def build(x):
+            _, sigma, ratio = unpack(x)
+            solver = StreamingQR(len(z_cols))
+            solver.add_rows(l0.T * ratio[None, :], np.zeros(len(z_cols)))
+            solver.add_rows(k_rows * (ratio**2)[None, :] / sigma[:, None], y / sigma)
+            return solver, sigma, ratio
+
+        def objective(x):
+            solver, sigma, ratio = build(x)
+            return -log_marginal_likelihood(solver, l0 * ratio[:, None], sigma)
+
+        bounds = [(np.log(1e-6), np.log(1e2)) if n.startswith("sigma") else
+                  (np.log(1e-4), np.log(1e4)) for n in names]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            # central differences: the LML is a sum of large terms, so forward
+            # differences with tiny steps are dominated by rounding
+            result = scipy.optimize.minimize(
+                objective, x0, method="L-BFGS-B", bounds=bounds, jac="3-point",
+                options={"maxiter": 100, "finite_diff_rel_step": 1e-4},
+            )
+        if not result.success:
+            warnings.warn(
+                f"GAPRegressor: hyperparameter optimisation did not converge ({result.message}); "
+                "using the best values found.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        values, sigma, ratio = unpack(result.x)
+        solver, sigma, ratio = build(result.x)
+        self.delta_ = delta0 * ratio
+        self.sparse_cholesky_ = l0 * ratio[:, None]
+        self.log_marginal_likelihood_ = -float(result.fun)
+        self.hyperparameters_ = {
+            "delta": {s: float(values[f"delta_{s}"]) for s in self.species_},
+            "sigma_energy": float(values["sigma_energy"]),
+            "sigma_force": float(values["sigma_force"]),
+            "sigma_virial": float(values["sigma_virial"]),
+        }
+        return solver
+
+    def _optimized_names(self, kind: np.ndarray) -> list[str]:
+        wanted = (["delta", "sigma_energy", "sigma_force", "sigma_virial"]
+                  if self.optimize is True else list(self.optimize))
+        names = []
+        for w in wanted:
+            if w == "delta":
+                names += [f"delta_{s}" for s in self.species_]
+            elif np.any(kind == {"sigma_energy": _KIND_ENERGY, "sigma_force": _KIND_FORCE,
+                                 "sigma_virial": _KIND_VIRIAL}[w]):
+                names.append(w)
+        return names
 
     def _sparse_cholesky(self) -> np.ndarray:
         """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter``."""
@@ -623,9 +758,16 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
 
 
 # -------------------------------------------------------------------- workers
+#: Row kinds of the design matrix; -1 marks rows whose sigma is fixed by an override.
+_KIND_ENERGY, _KIND_FORCE, _KIND_VIRIAL, _KIND_FIXED = 0, 1, 2, -1
+
+
 def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta):
-    """Weighted design-matrix rows and targets of one structure (runs in a worker)."""
-    sigma_e, sigma_f, sigma_v = sigmas
+    """Design-matrix rows of one structure (runs in a worker).
+
+    Returns rows (n, M) of K_NM, targets (n,), noise sigma (n,), row kind (n,)
+    and the number of energy, force and virial observations.
+    """
     need_f = labels.forces is not None
     need_v = labels.stress is not None
     desc = (
@@ -634,23 +776,32 @@ def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, d
         else _features_only(descriptor, atoms)
     )
     rows = design_rows(desc, q_sparse, z_sparse, delta, zeta, forces=need_f, virial=need_v)
-    a_parts, b_parts = [], []
+    default = sigmas["default"]
+    parts = []  # (rows, targets, sigma, kind)
     counts = {"energy": 0, "forces": 0, "virial": 0}
     if labels.energy is not None:
         e_ref = labels.energy - sum(e0[s] for s in atoms.get_chemical_symbols())
-        a_parts.append(rows["energy"][None] / sigma_e)
-        b_parts.append(np.array([e_ref / sigma_e]))
+        kind = _KIND_ENERGY if default["energy"] else _KIND_FIXED
+        parts.append((rows["energy"][None], [e_ref], [sigmas["energy"]], [kind]))
         counts["energy"] = 1
     if need_f:
-        a_parts.append((rows["forces"] / sigma_f[:, :, None]).reshape(-1, len(q_sparse)))
-        b_parts.append((labels.forces / sigma_f).reshape(-1))
-        counts["forces"] = labels.forces.size
+        n = labels.forces.size
+        kind = _KIND_FORCE if default["force"] else _KIND_FIXED
+        parts.append((rows["forces"].reshape(n, -1), labels.forces.ravel(),
+                      sigmas["force"].ravel(), np.full(n, kind)))
+        counts["forces"] = n
     if need_v:
-        volume = atoms.get_volume()
-        a_parts.append(rows["virial"] / sigma_v)
-        b_parts.append(labels.stress * volume / sigma_v)
+        kind = _KIND_VIRIAL if default["virial"] else _KIND_FIXED
+        parts.append((rows["virial"], labels.stress * atoms.get_volume(),
+                      np.full(6, sigmas["virial"]), np.full(6, kind)))
         counts["virial"] = 6
-    return np.vstack(a_parts), np.concatenate(b_parts), counts
+    return (
+        np.vstack([p[0] for p in parts]),
+        np.concatenate([np.asarray(p[1], float) for p in parts]),
+        np.concatenate([np.asarray(p[2], float) for p in parts]),
+        np.concatenate([np.asarray(p[3], int) for p in parts]),
+        counts,
+    )
 
 
 def _features_only(descriptor, atoms):

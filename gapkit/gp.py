@@ -16,7 +16,7 @@ import scipy.linalg
 
 from .exceptions import NumericalError
 
-__all__ = ["StreamingQR", "cholesky_with_jitter"]
+__all__ = ["StreamingQR", "cholesky_with_jitter", "log_marginal_likelihood"]
 
 
 def cholesky_with_jitter(k_mm: np.ndarray, jitter: float) -> np.ndarray:
@@ -90,6 +90,12 @@ class StreamingQR:
         out[:k] = self._r[:k, m]
         return out
 
+    @property
+    def residual(self) -> float:
+        """``|b - A alpha|^2`` at the solution (``b^T b - |Q^T b|^2``)."""
+        m = self.n_columns
+        return float(self._r[m, m] ** 2) if len(self._r) > m else 0.0
+
     def solve(self) -> np.ndarray:
         """Weights ``alpha = R^-1 Q^T b``."""
         r = self.r
@@ -100,3 +106,32 @@ class StreamingQR:
                 "information. Increase 'jitter' or reduce 'n_sparse'."
             )
         return scipy.linalg.solve_triangular(r, self.qtb, lower=False, check_finite=False)
+
+
+def log_marginal_likelihood(
+    solver: StreamingQR, l_factor: np.ndarray, sigma: np.ndarray
+) -> float:
+    """Log marginal likelihood of the data under the sparse GP (DTC/SoR prior).
+
+    ``y ~ N(0, K_NM K_MM^-1 K_MN + Lambda)``. With the factors of the fit,
+    by the matrix determinant lemma,
+    ``log p = -1/2 |b - A alpha|^2
+    - 1/2 (sum log sigma_n^2 + 2 sum log|R_kk| - 2 sum log L_kk) - n/2 log 2 pi``.
+
+    Parameters
+    ----------
+    solver : StreamingQR
+        Holding the prior rows ``L^T`` (right-hand side 0) and the data rows
+        ``Lambda^-1/2 K_NM`` (right-hand side ``Lambda^-1/2 y``).
+    l_factor : ndarray of shape (M, M)
+        Cholesky factor of ``K_MM + jitter``.
+    sigma : ndarray of shape (n,)
+        Noise standard deviation of each data row.
+    """
+    n = len(sigma)
+    log_det = (
+        2.0 * np.sum(np.log(sigma))
+        + 2.0 * np.sum(np.log(np.abs(np.diag(solver.r))))
+        - 2.0 * np.sum(np.log(np.diag(l_factor)))
+    )
+    return float(-0.5 * solver.residual - 0.5 * log_det - 0.5 * n * np.log(2.0 * np.pi))

@@ -61,3 +61,20 @@ def test_singular_system_is_reported():
     solver.add_rows(np.array([[1.0, 0.0, 0.0]]), np.array([1.0]))
     with pytest.raises(NumericalError, match="singular"):
         solver.solve()
+
+
+def test_log_marginal_likelihood_matches_dense_gaussian(problem):
+    from scipy.stats import multivariate_normal
+
+    from gapkit.gp import log_marginal_likelihood
+
+    k_mm, k_nm, y, sigma = problem
+    m = len(k_mm)
+    chol = cholesky_with_jitter(k_mm, 1e-8)
+    solver = StreamingQR(m)
+    solver.add_rows(chol.T, np.zeros(m))
+    solver.add_rows(k_nm / sigma[:, None], y / sigma)
+    k_jit = chol @ chol.T
+    cov = k_nm @ np.linalg.solve(k_jit, k_nm.T) + np.diag(sigma**2)
+    expected = multivariate_normal(np.zeros(len(y)), cov).logpdf(y)
+    assert log_marginal_likelihood(solver, chol, sigma) == pytest.approx(expected, rel=1e-9)
