@@ -252,14 +252,16 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return dict.fromkeys(species, value)
 
     # -------------------------------------------------------------- helpers
-    def _sigmas(self, atoms: Atoms) -> dict:
+    def _sigmas(self, atoms: Atoms, base: dict | None = None) -> dict:
         """Noise of the energy, the force components and the virial of a structure.
 
         Returns a dict with ``energy`` and ``virial`` (eV, already times
         sqrt(N)), ``force`` (n_atoms, 3) in eV/Å, and ``default`` (which of the
         three use the estimator's sigma, i.e. move with it when it is tuned).
         """
-        sig = {"energy": self.sigma_energy, "force": self.sigma_force, "virial": self.sigma_virial}
+        base = base or {"sigma_energy": self.sigma_energy, "sigma_force": self.sigma_force,
+                        "sigma_virial": self.sigma_virial}
+        sig = {k: base[f"sigma_{k}"] for k in ("energy", "force", "virial")}
         default = dict.fromkeys(sig, True)
         ct = atoms.info.get("config_type")
         if self.config_type_sigma and ct in self.config_type_sigma:
@@ -379,19 +381,16 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         solver.add_rows(self.sparse_cholesky_.T, np.zeros(m))
 
         # Pass 2: derivatives -> weighted design-matrix rows, folded into R block by block.
-        jobs = (
-            delayed(_structure_rows)(
-                descriptor, a, lab, self._sigmas(a), self.e0_,
-                self.sparse_features_, self.sparse_numbers_, self.delta_, self.zeta,
-            )
-            for a, lab in zip(frames, labels, strict=True)
-        )
+        self.hyperparameters_ = {
+            "delta": delta,
+            "sigma_energy": self.sigma_energy,
+            "sigma_force": self.sigma_force,
+            "sigma_virial": self.sigma_virial,
+        }
         counts = {"energy": 0, "forces": 0, "virial": 0}
         kept = []  # all rows, only when hyperparameters are optimised
         block, n_rows, sigmas = [], 0, []
-        for k_rows, y, sigma, kind, c in self._progress(
-            self._parallel(len(frames))(jobs), len(frames), "fit"
-        ):
+        for k_rows, y, sigma, kind, c in self._design_rows_for(frames, labels, "fit"):
             for key in counts:
                 counts[key] += c[key]
             sigmas.append(sigma)
@@ -407,21 +406,62 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         if block:
             solver.add_rows(np.vstack([b[0] for b in block]), np.concatenate([b[1] for b in block]))
         self.n_observations_ = counts
-        self.hyperparameters_ = {
-            "delta": self._per_species(self.delta, self.species_, "delta"),
-            "sigma_energy": self.sigma_energy,
-            "sigma_force": self.sigma_force,
-            "sigma_virial": self.sigma_virial,
-        }
         if self.optimize:
             solver = self._optimize_hyperparameters(kept)
         else:
             self.log_marginal_likelihood_ = log_marginal_likelihood(
                 solver, self.sparse_cholesky_, np.concatenate(sigmas)
             )
+        self._store_solution(solver)
+        self.std_scale_ = 1.0
+        return self
+
+    def _store_solution(self, solver: StreamingQR) -> None:
         self.coefficients_ = solver.solve()
         self.r_factor_ = solver.r
-        self.std_scale_ = 1.0
+        self.qtb_ = solver.qtb
+        self.residual_ = solver.residual
+
+    def _design_rows_for(self, frames: list[Atoms], labels: list[Labels], desc: str):
+        """Generator of (rows, y, sigma, kind, counts) per structure at the fitted
+        sparse points and hyperparameters."""
+        base = {k: self.hyperparameters_[k] for k in ("sigma_energy", "sigma_force",
+                                                      "sigma_virial")}
+        jobs = (
+            delayed(_structure_rows)(
+                self.descriptor_, a, lab, self._sigmas(a, base), self.e0_,
+                self.sparse_features_, self.sparse_numbers_, self.delta_, self.zeta,
+            )
+            for a, lab in zip(frames, labels, strict=True)
+        )
+        return self._progress(self._parallel(len(frames))(jobs), len(frames), desc)
+
+    def partial_fit(self, X: Sequence[Atoms], y=None) -> GAPRegressor:
+        """Add labelled structures to a fitted model without refitting.
+
+        The new design-matrix rows are folded into the stored R factor and the
+        weights re-solved: the cost is that of the new structures alone. The
+        sparse points, ``e0_`` and the hyperparameters stay as fitted (refit
+        with :meth:`fit` to renew them). An unfitted model is simply fitted.
+
+        Returns
+        -------
+        self : GAPRegressor
+        """
+        if not hasattr(self, "coefficients_"):
+            return self.fit(X, y)
+        frames = check_structures(X, "GAPRegressor.partial_fit")
+        self._check_known_species(frames)
+        labels = self._read_training_labels(frames, y)
+        if self.baseline is not None:
+            base = self._baseline_results(frames, forces=True, stress=True)
+            labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
+        solver = StreamingQR.from_factors(self.r_factor_, self.qtb_, self.residual_)
+        for k_rows, y_rows, sigma, _, c in self._design_rows_for(frames, labels, "update"):
+            solver.add_rows(k_rows / sigma[:, None], y_rows / sigma)
+            for key in self.n_observations_:
+                self.n_observations_[key] += c[key]
+        self._store_solution(solver)
         return self
 
     def _optimize_hyperparameters(self, kept: list) -> StreamingQR:

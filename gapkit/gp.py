@@ -53,6 +53,17 @@ class StreamingQR:
         self.n_rows = 0
         self.sum_b2 = 0.0
 
+    @classmethod
+    def from_factors(cls, r: np.ndarray, qtb: np.ndarray, residual: float) -> StreamingQR:
+        """Resume from the R factor, ``Q^T b`` and the residual of an earlier solve."""
+        m = len(r)
+        out = cls(m)
+        out._r = np.zeros((m + 1, m + 1))
+        out._r[:m, :m] = r
+        out._r[:m, m] = qtb
+        out._r[m, m] = np.sqrt(max(residual, 0.0))
+        return out
+
     def add_rows(self, a: np.ndarray, b: np.ndarray) -> None:
         """Fold rows ``a`` (shape (k, M)) with right-hand side ``b`` (shape (k,))."""
         if len(a) == 0:

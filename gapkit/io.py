@@ -24,6 +24,7 @@ _ARRAYS = {
     "delta": 1,
     "coefficients": 1,
     "r_factor": 2,
+    "qtb": 1,
 }
 
 
@@ -56,6 +57,7 @@ def save_model(model, path) -> None:
         "delta": model.delta_,
         "coefficients": model.coefficients_,
         "r_factor": model.r_factor_,
+        "qtb": model.qtb_,
     }
     header = {
         "format": _FORMAT,
@@ -67,6 +69,9 @@ def save_model(model, path) -> None:
         "e0": model.e0_,
         "n_observations": model.n_observations_,
         "std_scale": float(getattr(model, "std_scale_", 1.0)),
+        "residual": float(model.residual_),
+        "hyperparameters": model.hyperparameters_,
+        "log_marginal_likelihood": model.log_marginal_likelihood_,
         "checksums": {k: _sha256(v) for k, v in arrays.items()},
     }
     text = json.dumps(header, indent=1, sort_keys=True)
@@ -141,6 +146,7 @@ def load(path):
         or arrays["sparse_numbers"].shape != (m,)
         or arrays["delta"].shape != (m,)
         or arrays["r_factor"].shape != (m, m)
+        or arrays["qtb"].shape != (m,)
     ):
         raise ModelFileError(f"{path}: the arrays' shapes do not agree with each other.")
 
@@ -166,6 +172,10 @@ def load(path):
     model.r_factor_ = arrays["r_factor"]
     model.sparse_cholesky_ = model._sparse_cholesky()
     model.std_scale_ = float(header.get("std_scale", 1.0))
+    model.qtb_ = arrays["qtb"]
+    model.residual_ = float(header["residual"])
+    model.hyperparameters_ = header["hyperparameters"]
+    model.log_marginal_likelihood_ = float(header["log_marginal_likelihood"])
     return model
 
 

@@ -1,0 +1,5 @@
+"""Active learning: choose what to label, label it, learn on the fly."""
+
+from .selection import label_structures, select_batch
+
+__all__ = ["select_batch", "label_structures"]
