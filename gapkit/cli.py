@@ -1,4 +1,4 @@
-"""Command line: ``gapkit fit``, ``gapkit eval`` and ``gapkit demo``."""
+"""Command line: ``gapkit fit``, ``eval``, ``learn`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -193,6 +193,13 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_learn(args) -> int:
+    from .active.runner import run_learning
+
+    run_learning(_read_config(args.config))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gapkit", description="Fit and evaluate SOAP-GAP interatomic potentials."
@@ -227,6 +234,10 @@ def _parser() -> argparse.ArgumentParser:
                     "model here")
     label_options(ev)
     ev.set_defaults(func=_cmd_eval)
+
+    learn = sub.add_parser("learn", help="active learning (pool or on-the-fly) from a config")
+    learn.add_argument("config", type=Path, help="JSON or TOML file: mode, model, reference, ...")
+    learn.set_defaults(func=_cmd_learn)
 
     demo = sub.add_parser("demo", help="fit the bundled Cu/EMT data and print test errors")
     demo.add_argument("-o", "--output", type=Path, default=Path("cu_emt.gap"))

@@ -317,7 +317,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                 )
 
     # ------------------------------------------------------------------ fit
-    def fit(self, X: Sequence[Atoms], y=None) -> GAPRegressor:
+    def fit(self, X: Sequence[Atoms], y=None, sparse_points=None) -> GAPRegressor:
         """Fit the potential to labelled structures.
 
         Parameters
@@ -328,6 +328,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             error.
         y : array-like of shape (n_structures,), default=None
             Total energies in eV, overriding those found on the structures.
+        sparse_points : tuple of (ndarray, ndarray), default=None
+            ``(features, atomic_numbers)`` of sparse points to use instead of
+            selecting them (normalised descriptors of shape (M, n_features));
+            ``n_sparse`` and ``sparse_method`` are then ignored.
 
         Returns
         -------
@@ -354,24 +358,14 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
         self.e0_ = self._fit_e0(frames, labels)
 
-        # Pass 1: descriptors -> sparse points.
-        jobs = (delayed(descriptor.features)(a) for a in frames)
-        feats = list(
-            self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
-        )
-        rng = np.random.default_rng(self.random_state)
-        q_sparse, z_sparse = [], []
-        for s in self.species_:
-            z = atomic_numbers[s]
-            x = np.vstack([f[a.numbers == z] for f, a in zip(feats, frames, strict=True)])
-            if len(x) == 0:
-                continue
-            idx = select_sparse_points(x, n_sparse[s], self.sparse_method, rng)
-            q_sparse.append(x[idx])
-            z_sparse.append(np.full(len(idx), z))
-        del feats
-        self.sparse_features_ = np.vstack(q_sparse)
-        self.sparse_numbers_ = np.concatenate(z_sparse)
+        if sparse_points is not None:
+            self.sparse_features_, self.sparse_numbers_ = self._check_sparse_points(
+                sparse_points, descriptor
+            )
+        else:
+            self.sparse_features_, self.sparse_numbers_ = self._select_sparse(
+                frames, descriptor, n_sparse
+            )
         self.delta_ = np.array([delta[chemical_symbols[z]] for z in self.sparse_numbers_])
         m = len(self.sparse_numbers_)
 
@@ -549,6 +543,44 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                                  "sigma_virial": _KIND_VIRIAL}[w]):
                 names.append(w)
         return names
+
+    def _select_sparse(self, frames, descriptor, n_sparse) -> tuple[np.ndarray, np.ndarray]:
+        """Pass 1: descriptors of every atom -> sparse points per species."""
+        jobs = (delayed(descriptor.features)(a) for a in frames)
+        feats = list(
+            self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
+        )
+        rng = np.random.default_rng(self.random_state)
+        q_sparse, z_sparse = [], []
+        for s in self.species_:
+            z = atomic_numbers[s]
+            x = np.vstack([f[a.numbers == z] for f, a in zip(feats, frames, strict=True)])
+            if len(x) == 0:
+                continue
+            idx = select_sparse_points(x, n_sparse[s], self.sparse_method, rng)
+            q_sparse.append(x[idx])
+            z_sparse.append(np.full(len(idx), z))
+        return np.vstack(q_sparse), np.concatenate(z_sparse)
+
+    def _check_sparse_points(self, sparse_points, descriptor) -> tuple[np.ndarray, np.ndarray]:
+        try:
+            q, z = (np.asarray(a) for a in sparse_points)
+        except (TypeError, ValueError) as err:
+            raise InvalidParameterError(
+                "GAPRegressor.fit: 'sparse_points' must be a tuple (features, atomic_numbers)."
+            ) from err
+        if q.ndim != 2 or q.shape[1] != descriptor.n_features or z.shape != (len(q),):
+            raise InvalidParameterError(
+                f"GAPRegressor.fit: 'sparse_points' must be features of shape (M, "
+                f"{descriptor.n_features}) and M atomic numbers; got {q.shape} and {z.shape}."
+            )
+        unknown = sorted(set(z.tolist()) - set(descriptor.species_numbers.tolist()))
+        if unknown:
+            raise InvalidParameterError(
+                f"GAPRegressor.fit: sparse points of species {unknown} the model does not have."
+            )
+        order = np.argsort(z, kind="stable")
+        return q[order].astype(float), z[order].astype(int)
 
     def _sparse_cholesky(self) -> np.ndarray:
         """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter``."""

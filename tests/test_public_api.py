@@ -11,7 +11,7 @@ import gapkit
 MODULES = ["gapkit", "gapkit.descriptors", "gapkit.kernels", "gapkit.sparsify", "gapkit.gp",
            "gapkit.design", "gapkit.estimator", "gapkit.calculator", "gapkit.io",
            "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units",
-           "gapkit.uncertainty", "gapkit.plots"]
+           "gapkit.uncertainty", "gapkit.plots", "gapkit.active", "gapkit.active.runner"]
 
 
 @pytest.mark.parametrize("module", MODULES)

@@ -1,5 +1,6 @@
 """Active learning: choose what to label, label it, learn on the fly."""
 
+from .otf import OnTheFlyLearner, OnTheFlyResult
 from .selection import label_structures, select_batch
 
-__all__ = ["select_batch", "label_structures"]
+__all__ = ["select_batch", "label_structures", "OnTheFlyLearner", "OnTheFlyResult"]
