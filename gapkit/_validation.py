@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 from ase import Atoms
-from ase.neighborlist import neighbor_list
 
 from .exceptions import InvalidStructureError, MissingLabelError
+from .neighbours import neighbour_pairs
 
 #: Two atoms closer than this (Å) are reported as overlapping.
 MIN_DISTANCE = 0.3
@@ -61,8 +61,9 @@ def check_atoms(atoms, where: str) -> None:
                 "but its cell vectors there span zero volume (area/length); set a proper "
                 "cell or pbc=False."
             )
-    i, j, d = neighbor_list("ijd", atoms, MIN_DISTANCE, self_interaction=False)
+    i, j, vec, _ = neighbour_pairs(atoms, MIN_DISTANCE)
     if len(i):
+        d = np.linalg.norm(vec, axis=1)
         k = int(np.argmin(d))
         raise InvalidStructureError(
             f"{where}: atoms {i[k]} and {j[k]} overlap (distance {d[k]:.3g} Å < "

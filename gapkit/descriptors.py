@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
-from ase.neighborlist import neighbor_list
 from dscribe.descriptors import SOAP as _DScribeSOAP
 from sklearn.base import BaseEstimator
 
 from .exceptions import InvalidParameterError, UnknownSpeciesError
+from .neighbours import neighbour_pairs
 
 __all__ = ["SOAP", "StructureDescriptor"]
 
@@ -261,9 +261,8 @@ class SOAP(BaseEstimator):
 
     def _neighbours(self, atoms: Atoms):
         """Pairs within the neighbour cutoff: centre i, atom j, vector r_j - r_i."""
-        i, j, d = neighbor_list("ijD", atoms, self.neighbour_cutoff, self_interaction=False)
-        order = np.argsort(i, kind="stable")
-        return i[order], j[order], d[order]
+        i, j, d, _ = neighbour_pairs(atoms, self.neighbour_cutoff)
+        return i, j, d
 
     def features(self, atoms: Atoms) -> np.ndarray:
         """Normalised descriptors of every atom.
@@ -282,7 +281,7 @@ class SOAP(BaseEstimator):
         n = len(atoms)
         # One non-periodic cluster: the atoms themselves plus every periodic image
         # that is a neighbour of some atom.
-        j, shift = neighbor_list("jS", atoms, self.neighbour_cutoff, self_interaction=False)
+        _, j, _, shift = neighbour_pairs(atoms, self.neighbour_cutoff)
         images = np.unique(np.column_stack([j, shift])[np.any(shift != 0, axis=1)], axis=0)
         image_pos = atoms.positions[images[:, 0]] + images[:, 1:] @ atoms.cell.array
         cluster = Atoms(

@@ -11,7 +11,8 @@ import gapkit
 MODULES = ["gapkit", "gapkit.descriptors", "gapkit.kernels", "gapkit.sparsify", "gapkit.gp",
            "gapkit.design", "gapkit.estimator", "gapkit.calculator", "gapkit.io",
            "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units",
-           "gapkit.uncertainty", "gapkit.plots", "gapkit.active", "gapkit.active.runner"]
+           "gapkit.uncertainty", "gapkit.plots", "gapkit.active", "gapkit.active.runner",
+           "gapkit.neighbours"]
 
 
 @pytest.mark.parametrize("module", MODULES)

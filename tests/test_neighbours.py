@@ -1,0 +1,48 @@
+"""The dense neighbour list agrees with ASE's on awkward cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk, molecule
+from ase.neighborlist import neighbor_list
+
+from gapkit import neighbours
+from gapkit.neighbours import neighbour_pairs
+
+
+def _cases():
+    small = bulk("Cu")  # primitive cell much smaller than the cutoff
+    tri = bulk("Si") * (2, 1, 1)
+    tri.rattle(0.1, seed=0)
+    outside = bulk("Cu", cubic=True)
+    outside.positions += [7.3, -11.0, 3.1]  # atoms far outside the cell
+    slab = bulk("Cu", cubic=True).repeat((2, 2, 1))
+    slab.pbc = (True, True, False)
+    slab.center(vacuum=4.0, axis=2)
+    return [small, tri, outside, slab, molecule("CH3OH")]
+
+
+def _key(i, j, s, d):
+    order = np.lexsort((s[:, 2], s[:, 1], s[:, 0], j, i))
+    return i[order], j[order], s[order], d[order]
+
+
+@pytest.mark.parametrize("atoms", _cases(), ids=["prim", "tri", "outside", "slab", "mol"])
+@pytest.mark.parametrize("cutoff", [0.3, 2.6, 8.0])
+@pytest.mark.parametrize("dense", [True, False])
+def test_same_pairs_as_ase(atoms, cutoff, dense, monkeypatch):
+    if not dense:
+        monkeypatch.setattr(neighbours, "DENSE_LIMIT", 0)
+    i, j, d, s = neighbour_pairs(atoms, cutoff)
+    assert np.all(np.diff(i) >= 0)
+    ref = neighbor_list("ijDS", atoms, cutoff, self_interaction=False)
+    ours = _key(i, j, s, d)
+    theirs = _key(ref[0], ref[1], ref[3], ref[2])
+    for a, b in zip(ours[:3], theirs[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(ours[3], theirs[3], atol=1e-10)
+    np.testing.assert_allclose(
+        ours[3], atoms.positions[ours[1]] + ours[2] @ atoms.cell.array - atoms.positions[ours[0]],
+        atol=1e-10,
+    )
