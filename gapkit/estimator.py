@@ -31,6 +31,40 @@ __all__ = ["GAPRegressor"]
 
 #: Rows of the design matrix gathered before they are folded into the R factor.
 ROWS_PER_BLOCK = 8192
+#: Sparse-point candidates kept per species: this many per sparse point ...
+CANDIDATES_PER_SPARSE = 20
+#: ... and at least this many (all environments of smaller data sets).
+MIN_CANDIDATES = 20000
+
+
+class _Reservoir:
+    """A uniform random sample of at most ``size`` rows from a stream of blocks."""
+
+    def __init__(self, size: int, rng: np.random.Generator):
+        self.size = size
+        self.rng = rng
+        self._rows: list[np.ndarray] = []
+        self._keys: list[np.ndarray] = []
+        self._count = 0
+
+    def add(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        self._rows.append(rows)
+        self._keys.append(self.rng.random(len(rows)))
+        self._count += len(rows)
+        if self._count > 2 * self.size:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        rows, keys = np.vstack(self._rows), np.concatenate(self._keys)
+        keep = np.sort(np.argsort(keys, kind="stable")[: self.size])
+        self._rows, self._keys, self._count = [rows[keep]], [keys[keep]], len(keep)
+
+    def rows(self) -> np.ndarray:
+        if self._count > self.size:
+            self._shrink()
+        return np.vstack(self._rows) if self._rows else np.zeros((0, 0))
 
 
 def _fmt(value) -> str:
@@ -545,16 +579,25 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return names
 
     def _select_sparse(self, frames, descriptor, n_sparse) -> tuple[np.ndarray, np.ndarray]:
-        """Pass 1: descriptors of every atom -> sparse points per species."""
+        """Pass 1: descriptors of every atom -> sparse points per species.
+
+        Candidates are kept in a uniform random reservoir of at most
+        ``max(CANDIDATES_PER_SPARSE * n_sparse, MIN_CANDIDATES)`` environments
+        per species, so memory does not grow with the data set.
+        """
         jobs = (delayed(descriptor.features)(a) for a in frames)
-        feats = list(
-            self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
-        )
         rng = np.random.default_rng(self.random_state)
+        pools = {atomic_numbers[s]: _Reservoir(
+            max(CANDIDATES_PER_SPARSE * n_sparse[s], MIN_CANDIDATES), rng)
+            for s in self.species_}
+        feats = self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
+        for f, a in zip(feats, frames, strict=True):
+            for z, pool in pools.items():
+                pool.add(f[a.numbers == z])
         q_sparse, z_sparse = [], []
         for s in self.species_:
             z = atomic_numbers[s]
-            x = np.vstack([f[a.numbers == z] for f, a in zip(feats, frames, strict=True)])
+            x = pools[z].rows()
             if len(x) == 0:
                 continue
             idx = select_sparse_points(x, n_sparse[s], self.sparse_method, rng)

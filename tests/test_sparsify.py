@@ -49,3 +49,18 @@ def test_cur_prefers_high_leverage_rows():
     x[7] = [0, 0, 0, 1.0]
     for seed in range(5):
         assert 7 in select_sparse_points(x, 10, "cur", np.random.default_rng(seed))
+
+
+def test_candidate_reservoir_is_bounded_and_uniform():
+    from gapkit.estimator import _Reservoir
+
+    rng = np.random.default_rng(0)
+    reservoir = _Reservoir(100, rng)
+    for start in range(0, 5000, 37):
+        block = np.arange(start, min(start + 37, 5000), dtype=float)[:, None]
+        reservoir.add(block)
+        assert reservoir._count <= 2 * 100 + 37
+    kept = reservoir.rows()[:, 0]
+    assert len(kept) == 100 and len(np.unique(kept)) == 100
+    # uniform over the stream: early and late rows are both represented
+    assert 30 < np.sum(kept < 2500) < 70
