@@ -88,7 +88,8 @@ def _cmd_fit(args) -> int:
         energy_key=args.energy_key,
         forces_key=args.forces_key,
         stress_key=args.stress_key,
-        n_jobs=args.n_jobs,
+        n_jobs=args.workers if args.workers is not None else args.n_jobs,
+        scheduler=args.scheduler,
     )
     model.set_params(verbose=not args.quiet)
     frames = read_structures(args.train)
@@ -218,6 +219,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", type=Path, help="JSON or TOML file of model parameters")
     fit.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
     fit.add_argument("--test", type=Path, help="also print errors on these structures")
+    fit.add_argument("--scheduler", help="Dask: 'local' (start a LocalCluster) or the address "
+                     "of a running scheduler")
+    fit.add_argument("--workers", type=int, help="workers of the local Dask cluster")
     label_options(fit)
     fit.set_defaults(func=_cmd_fit)
 

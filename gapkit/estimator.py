@@ -130,8 +130,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         design matrix is kept in memory while it runs. The constructor
         arguments are left as given; the fitted values are in
         ``hyperparameters_``.
+    scheduler : str, default=None
+        Run descriptor and design-matrix work on Dask: ``"local"`` starts a
+        ``LocalCluster`` of ``n_jobs`` workers on this machine for each call,
+        any other string is the address of a running scheduler. The R factors
+        of blocks of structures are computed on the workers and reduced as a
+        tree; the result equals the serial fit to rounding.
     n_jobs : int, default=1
-        Processes for descriptor work (joblib; -1 for all cores).
+        Processes for descriptor work (joblib; -1 for all cores), or the
+        number of workers of a local Dask cluster.
     random_state : int, default=None
         Seed of the sparse-point selection.
     verbose : bool, default=False
@@ -195,6 +202,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         baseline=None,
         variance: str = "dtc",
         optimize: bool | list = False,
+        scheduler: str | None = None,
         n_jobs: int | None = 1,
         random_state: int | None = None,
         verbose: bool = False,
@@ -216,6 +224,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.baseline = baseline
         self.variance = variance
         self.optimize = optimize
+        self.scheduler = scheduler
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
@@ -372,6 +381,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self : GAPRegressor
         """
         self._validate_params()
+        if self.scheduler is not None and not hasattr(self, "_client"):
+            from .distributed import dask_client
+
+            with dask_client(self.scheduler, self.n_jobs) as client:
+                self._client = client
+                try:
+                    return self.fit(X, y, sparse_points)
+                finally:
+                    del self._client
         frames = check_structures(X, "GAPRegressor.fit")
         labels = self._read_training_labels(frames, y)
 
@@ -415,6 +433,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             "sigma_force": self.sigma_force,
             "sigma_virial": self.sigma_virial,
         }
+        if hasattr(self, "_client") and not self.optimize:
+            return self._fit_rows_on_dask(frames, labels, solver)
         counts = {"energy": 0, "forces": 0, "virial": 0}
         kept = []  # all rows, only when hyperparameters are optimised
         block, n_rows, sigmas = [], 0, []
@@ -440,6 +460,41 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             self.log_marginal_likelihood_ = log_marginal_likelihood(
                 solver, self.sparse_cholesky_, np.concatenate(sigmas)
             )
+        self._store_solution(solver)
+        self.std_scale_ = 1.0
+        return self
+
+    def _fit_rows_on_dask(self, frames, labels, solver: StreamingQR) -> GAPRegressor:
+        """Pass 2 on Dask: an R factor per block of structures, reduced as a tree."""
+        from .distributed import tree_reduce_qr
+
+        client = self._client
+        base = {k: self.hyperparameters_[k] for k in ("sigma_energy", "sigma_force",
+                                                      "sigma_virial")}
+        arrays = client.scatter(
+            (self.descriptor_, self.e0_, self.sparse_features_, self.sparse_numbers_,
+             self.delta_, self.zeta), broadcast=True)
+        blocks, current, n_rows = [], [], 0
+        for atoms, lab in zip(frames, labels, strict=True):
+            current.append((atoms, lab, self._sigmas(atoms, base)))
+            n_rows += 1 + 3 * len(atoms) + 6
+            if n_rows >= ROWS_PER_BLOCK:
+                blocks.append(current)
+                current, n_rows = [], 0
+        if current:
+            blocks.append(current)
+        futures = [client.submit(_block_solver, block, arrays, pure=False) for block in blocks]
+        meta = client.gather([client.submit(lambda b: (b.counts, b.sigma), f) for f in futures])
+        data = tree_reduce_qr(client, futures).result()
+        solver.merge(data)
+        counts = {"energy": 0, "forces": 0, "virial": 0}
+        for c, _ in meta:
+            for key in counts:
+                counts[key] += c[key]
+        self.n_observations_ = counts
+        self.log_marginal_likelihood_ = log_marginal_likelihood(
+            solver, self.sparse_cholesky_, np.concatenate([sig for _, sig in meta])
+        )
         self._store_solution(solver)
         self.std_scale_ = 1.0
         return self
@@ -590,7 +645,13 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         pools = {atomic_numbers[s]: _Reservoir(
             max(CANDIDATES_PER_SPARSE * n_sparse[s], MIN_CANDIDATES), rng)
             for s in self.species_}
-        feats = self._progress(self._parallel(len(frames))(jobs), len(frames), "descriptors")
+        if hasattr(self, "_client"):
+            from .distributed import map_ordered
+
+            feats = map_ordered(self._client, _features_of, frames, descriptor)
+        else:
+            feats = self._parallel(len(frames))(jobs)
+        feats = self._progress(feats, len(frames), "descriptors")
         for f, a in zip(feats, frames, strict=True):
             for z, pool in pools.items():
                 pool.add(f[a.numbers == z])
@@ -704,11 +765,22 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             variance=self.variance,
             std_scale=getattr(self, "std_scale_", 1.0),
         )
+        if self.scheduler is not None and len(frames) > 1:
+            from .distributed import dask_client, map_ordered
+
+            with dask_client(self.scheduler, self.n_jobs) as client:
+                results = list(self._progress(
+                    map_ordered(client, _predict_task, frames, self.descriptor_, arrays,
+                                (forces, stress, std)), len(frames), desc))
+            return self._add_baseline(frames, results, forces=forces, stress=stress)
         jobs = (
             delayed(_predict_one)(self.descriptor_, a, arrays, forces, stress, std)
             for a in frames
         )
         results = list(self._progress(self._parallel(len(frames))(jobs), len(frames), desc))
+        return self._add_baseline(frames, results, forces=forces, stress=stress)
+
+    def _add_baseline(self, frames, results, *, forces: bool, stress: bool) -> list[dict]:
         if self.baseline is not None:
             base = self._baseline_results(frames, forces=forces, stress=stress)
             for res, b in zip(results, base, strict=True):
@@ -917,6 +989,34 @@ def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, d
         np.concatenate([np.asarray(p[3], int) for p in parts]),
         counts,
     )
+
+
+def _features_of(atoms, descriptor):
+    return descriptor.features(atoms)
+
+
+def _predict_task(atoms, descriptor, arrays, flags):
+    return _predict_one(descriptor, atoms, arrays, *flags)
+
+
+class _BlockSolver(StreamingQR):
+    """An R factor of one block's data rows, with its counts and noise sigmas."""
+
+
+def _block_solver(block, arrays) -> StreamingQR:
+    descriptor, e0, q_sparse, z_sparse, delta, zeta = arrays
+    solver = _BlockSolver(len(z_sparse))
+    solver.counts = {"energy": 0, "forces": 0, "virial": 0}
+    sigmas = []
+    for atoms, labels, sig in block:
+        rows, y, sigma, _, c = _structure_rows(descriptor, atoms, labels, sig, e0, q_sparse,
+                                               z_sparse, delta, zeta)
+        solver.add_rows(rows / sigma[:, None], y / sigma)
+        sigmas.append(sigma)
+        for key in solver.counts:
+            solver.counts[key] += c[key]
+    solver.sigma = np.concatenate(sigmas)
+    return solver
 
 
 def _features_only(descriptor, atoms):

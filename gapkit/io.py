@@ -51,6 +51,7 @@ def save_model(model, path) -> None:
     params = model.get_params(deep=False)
     params["descriptor"] = model.descriptor_.get_params()
     params["baseline"] = None if model.baseline is None else model.baseline_.todict()
+    params["scheduler"] = None  # where it ran is not part of the model
     arrays = {
         "sparse_features": model.sparse_features_,
         "sparse_numbers": model.sparse_numbers_.astype(np.int64),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from ase.io import write
 
@@ -81,3 +82,16 @@ def test_eval_uncertainty_and_calibration(files, capsys):
     scale = load(out_model).std_scale_
     assert scale > 0 and scale != 1.0
     assert f"{scale:.4g}" in out
+
+
+@pytest.mark.dask
+def test_fit_on_local_dask_cluster(files, capsys):
+    pytest.importorskip("dask.distributed")
+    assert main(["fit", str(files / "train.xyz"), "--config", str(files / "config.json"),
+                 "--scheduler", "local", "--workers", "2", "-o", str(files / "d.gap"),
+                 "-q"]) == 0
+    serial = files / "s.gap"
+    main(["fit", str(files / "train.xyz"), "--config", str(files / "config.json"),
+          "-o", str(serial), "-q"])
+    a, b = load(files / "d.gap"), load(serial)
+    assert np.abs(a.coefficients_ - b.coefficients_).max() < 1e-6 * np.abs(b.coefficients_).max()
