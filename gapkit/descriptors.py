@@ -259,8 +259,10 @@ class SOAP(BaseEstimator):
                 f"(species: {', '.join(self.species_symbols)})."
             )
 
-    def _neighbours(self, atoms: Atoms):
-        """Pairs within the neighbour cutoff: centre i, atom j, vector r_j - r_i."""
+    def neighbour_list(self, atoms: Atoms):
+        """Pairs within :attr:`neighbour_cutoff`: centre ``i`` (sorted), atom ``j``
+        and the vector ``r_j - r_i`` (images included), for reuse across calls of
+        :meth:`features_and_derivatives` on the same structure."""
         i, j, d, _ = neighbour_pairs(atoms, self.neighbour_cutoff)
         return i, j, d
 
@@ -293,7 +295,7 @@ class SOAP(BaseEstimator):
         return p / np.linalg.norm(p, axis=1, keepdims=True)
 
     def features_and_derivatives(
-        self, atoms: Atoms, centres: np.ndarray | None = None
+        self, atoms: Atoms, centres: np.ndarray | None = None, neighbours=None
     ) -> StructureDescriptor:
         """Descriptors and their derivatives, stored sparsely per pair.
 
@@ -304,6 +306,8 @@ class SOAP(BaseEstimator):
         centres : array of int, optional
             Compute only these centres (all atoms by default); the arrays of
             the result then refer to these centres in this order.
+        neighbours : tuple, optional
+            The structure's :meth:`neighbour_list`, when already computed.
 
         Returns
         -------
@@ -316,7 +320,7 @@ class SOAP(BaseEstimator):
         n_feat = len(w)
         pos = atoms.positions
         numbers = atoms.numbers
-        i_all, j_all, d_all = self._neighbours(atoms)
+        i_all, j_all, d_all = neighbours if neighbours is not None else self.neighbour_list(atoms)
         starts = np.searchsorted(i_all, np.arange(len(atoms) + 1))
         if centres is None:
             centres = np.arange(len(atoms))

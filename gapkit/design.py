@@ -113,23 +113,28 @@ def predict_structure(
     *,
     forces: bool = True,
     virial: bool = True,
+    n_atoms: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Local energies, forces and virial of one structure.
+    """Local energies, forces and virial of one structure (or of some centres).
 
     Parameters
     ----------
     weights : ndarray of shape (M,)
         ``alpha_m * delta_m**2`` so that ``eps_i = sum_m w_m (q_i . q_m)^zeta``.
+    n_atoms : int, optional
+        Atoms of the whole structure, when ``desc`` holds a subset of the
+        centres: forces then hold those centres' contributions to all atoms.
 
     Returns
     -------
     dict
-        ``"energies"``: (n_atoms,) local energies in eV (without e0);
+        ``"energies"``: local energies of the centres in eV (without e0);
         ``"forces"``: (n_atoms, 3) in eV/Å; ``"virial"``: (3, 3), ``V * stress``
         in eV (ASE sign).
     """
-    n_atoms = len(desc.numbers)
-    energies = np.zeros(n_atoms)
+    n_centres = len(desc.numbers)
+    n_atoms = n_centres if n_atoms is None else n_atoms
+    energies = np.zeros(n_centres)
     w = np.zeros_like(desc.features) if (forces or virial) else None
     for z in np.unique(desc.numbers):
         cols = np.flatnonzero(sparse_numbers == z)

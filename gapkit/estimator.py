@@ -1041,21 +1041,45 @@ class _ModelArrays:
     std_scale: float = 1.0
 
 
+#: Centres whose descriptor derivatives are held at once when predicting
+#: without uncertainties (bounds memory for large cells).
+CENTRE_CHUNK = 128
+
+
 def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std):
     stress = stress and is_bulk(atoms)
-    desc = (
-        descriptor.features_and_derivatives(atoms)
-        if (forces or stress)
-        else _features_only(descriptor, atoms)
-    )
-    res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
-                            arrays.zeta, forces=forces, virial=stress)
-    energies = res["energies"] + np.array([arrays.e0[s] for s in atoms.get_chemical_symbols()])
+    n_atoms = len(atoms)
+    e0 = np.array([arrays.e0[s] for s in atoms.get_chemical_symbols()])
+    if not (forces or stress):
+        desc = _features_only(descriptor, atoms)
+        res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
+                                arrays.zeta, forces=False, virial=False)
+        out = {"energy": float((res["energies"] + e0).sum()), "energies": res["energies"] + e0}
+        if std:
+            out.update(_predict_std(desc, arrays, False))
+        return out
+    if std:  # variances need every pair of the structure at once
+        chunks = [np.arange(n_atoms)]
+    else:
+        chunks = np.array_split(np.arange(n_atoms), max(1, -(-n_atoms // CENTRE_CHUNK)))
+    energies = np.zeros(n_atoms)
+    f = np.zeros((n_atoms, 3))
+    v = np.zeros((3, 3))
+    pairs = descriptor.neighbour_list(atoms)
+    for centres in chunks:
+        desc = descriptor.features_and_derivatives(atoms, centres=centres, neighbours=pairs)
+        res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
+                                arrays.zeta, forces=forces, virial=stress, n_atoms=n_atoms)
+        energies[centres] = res["energies"]
+        if forces:
+            f += res["forces"]
+        if stress:
+            v += res["virial"]
+    energies += e0
     out = {"energy": float(energies.sum()), "energies": energies}
     if forces:
-        out["forces"] = res["forces"]
+        out["forces"] = f
     if stress:
-        v = res["virial"]
         v = 0.5 * (v + v.T) / atoms.get_volume()
         out["stress"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]])
     if std:

@@ -189,3 +189,15 @@ def test_energy_only_and_forces_only_labels():
     model = GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy", forces_key="none",
                          stress_key="none").fit(energy_only)
     assert model.n_observations_ == {"energy": 6, "forces": 0, "virial": 0}
+
+
+def test_prediction_in_centre_chunks_is_exact(cuau_model, cuau_frames, monkeypatch):
+    from gapkit import estimator
+
+    big = cuau_frames[4] * (2, 1, 1)
+    whole = cuau_model.predict_all([big])[0]
+    monkeypatch.setattr(estimator, "CENTRE_CHUNK", 5)
+    chunked = cuau_model.predict_all([big])[0]
+    np.testing.assert_allclose(chunked["energies"], whole["energies"], atol=1e-12)
+    np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)
+    np.testing.assert_allclose(chunked["stress"], whole["stress"], atol=1e-14)
