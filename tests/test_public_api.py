@@ -12,7 +12,7 @@ MODULES = ["gapkit", "gapkit.descriptors", "gapkit.kernels", "gapkit.sparsify", 
            "gapkit.design", "gapkit.estimator", "gapkit.calculator", "gapkit.io",
            "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units",
            "gapkit.uncertainty", "gapkit.plots", "gapkit.active", "gapkit.active.runner",
-           "gapkit.neighbours"]
+           "gapkit.neighbours", "gapkit.electrostatics", "gapkit.distributed"]
 
 
 @pytest.mark.parametrize("module", MODULES)
