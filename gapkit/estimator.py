@@ -602,6 +602,20 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                 options={"maxiter": 100, "finite_diff_rel_step": 1e-4},
             )
         if not result.success:
+            # L-BFGS stops ("ABNORMAL") when finite-difference gradients get noisy
+            # near the optimum; a derivative-free polish from there settles it.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                polish = scipy.optimize.minimize(
+                    objective, result.x, method="Powell", bounds=bounds,
+                    options={"xtol": 1e-3, "ftol": 1e-9, "maxfev": 400},
+                )
+            converged = polish.success
+            if polish.fun <= result.fun:
+                result = polish
+        else:
+            converged = True
+        if not converged:
             warnings.warn(
                 f"GAPRegressor: hyperparameter optimisation did not converge ({result.message}); "
                 "using the best values found.",
