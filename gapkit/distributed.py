@@ -51,7 +51,7 @@ def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator:
 
 def map_ordered(client, func: Callable, items: Sequence, *args) -> Iterator:
     """``func(item, *args)`` on the workers, results yielded in the order of ``items``."""
-    shared = [client.scatter(a, broadcast=True) for a in args]
+    shared = [client.scatter(a, broadcast=True, hash=False) for a in args]
     futures = [client.submit(func, item, *shared, pure=False) for item in items]
     for future in futures:
         yield future.result()
@@ -59,8 +59,10 @@ def map_ordered(client, func: Callable, items: Sequence, *args) -> Iterator:
 
 
 def _merge(a: StreamingQR, b: StreamingQR) -> StreamingQR:
-    a.merge(b)
-    return a
+    out = StreamingQR(a.n_columns)  # never change a task's input in place
+    out.merge(a)
+    out.merge(b)
+    return out
 
 
 def tree_reduce_qr(client, futures: list):

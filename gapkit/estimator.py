@@ -473,7 +473,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                                                       "sigma_virial")}
         arrays = client.scatter(
             (self.descriptor_, self.e0_, self.sparse_features_, self.sparse_numbers_,
-             self.delta_, self.zeta), broadcast=True)
+             self.delta_, self.zeta), broadcast=True, hash=False)
         blocks, current, n_rows = [], [], 0
         for atoms, lab in zip(frames, labels, strict=True):
             current.append((atoms, lab, self._sigmas(atoms, base)))
@@ -484,7 +484,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         if current:
             blocks.append(current)
         futures = [client.submit(_block_solver, block, arrays, pure=False) for block in blocks]
-        meta = client.gather([client.submit(lambda b: (b.counts, b.sigma), f) for f in futures])
+        meta = client.gather([client.submit(_block_meta, f, pure=False) for f in futures])
         data = tree_reduce_qr(client, futures).result()
         solver.merge(data)
         counts = {"energy": 0, "forces": 0, "virial": 0}
@@ -787,8 +787,11 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                     map_ordered(client, _predict_task, frames, self.descriptor_, arrays,
                                 (forces, stress, std)), len(frames), desc))
             return self._add_baseline(frames, results, forces=forces, stress=stress)
+        # one structure (an MD step): spread its centres over the processes instead
+        per_structure_jobs = (self.n_jobs or 1) if len(frames) == 1 else 1
         jobs = (
-            delayed(_predict_one)(self.descriptor_, a, arrays, forces, stress, std)
+            delayed(_predict_one)(self.descriptor_, a, arrays, forces, stress, std,
+                                  per_structure_jobs)
             for a in frames
         )
         results = list(self._progress(self._parallel(len(frames))(jobs), len(frames), desc))
@@ -1017,6 +1020,10 @@ class _BlockSolver(StreamingQR):
     """An R factor of one block's data rows, with its counts and noise sigmas."""
 
 
+def _block_meta(solver: _BlockSolver) -> tuple[dict, np.ndarray]:
+    return solver.counts, solver.sigma
+
+
 def _block_solver(block, arrays) -> StreamingQR:
     descriptor, e0, q_sparse, z_sparse, delta, zeta = arrays
     solver = _BlockSolver(len(z_sparse))
@@ -1058,9 +1065,22 @@ class _ModelArrays:
 #: Centres whose descriptor derivatives are held at once when predicting
 #: without uncertainties (bounds memory for large cells).
 CENTRE_CHUNK = 128
+#: A single structure at least this big is split over ``n_jobs`` processes.
+MIN_ATOMS_SPLIT = 32
 
 
-def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std):
+def _predict_chunk(descriptor, atoms, centres, pairs, arrays: _ModelArrays, forces, stress,
+                   keep=False):
+    """Local energies of ``centres`` and their contributions to forces and virial
+    (and the descriptor itself with ``keep``)."""
+    desc = descriptor.features_and_derivatives(atoms, centres=centres, neighbours=pairs)
+    res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
+                            arrays.zeta, forces=forces, virial=stress, n_atoms=len(atoms))
+    return centres, res, desc if keep else None
+
+
+def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n_jobs=1):
+    """Predictions for one structure; ``n_jobs`` > 1 spreads its centres over processes."""
     stress = stress and is_bulk(atoms)
     n_atoms = len(atoms)
     e0 = np.array([arrays.e0[s] for s in atoms.get_chemical_symbols()])
@@ -1072,18 +1092,26 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std):
         if std:
             out.update(_predict_std(desc, arrays, False))
         return out
+    pairs = descriptor.neighbour_list(atoms)
     if std:  # variances need every pair of the structure at once
         chunks = [np.arange(n_atoms)]
     else:
-        chunks = np.array_split(np.arange(n_atoms), max(1, -(-n_atoms // CENTRE_CHUNK)))
+        n_chunks = max(-(-n_atoms // CENTRE_CHUNK), n_jobs if n_atoms >= MIN_ATOMS_SPLIT else 1)
+        chunks = np.array_split(np.arange(n_atoms), n_chunks)
+    if len(chunks) > 1 and n_jobs > 1:
+        results = Parallel(n_jobs=n_jobs)(
+            delayed(_predict_chunk)(descriptor, atoms, c, pairs, arrays, forces, stress)
+            for c in chunks
+        )
+    else:
+        results = (_predict_chunk(descriptor, atoms, c, pairs, arrays, forces, stress, std)
+                   for c in chunks)
     energies = np.zeros(n_atoms)
     f = np.zeros((n_atoms, 3))
     v = np.zeros((3, 3))
-    pairs = descriptor.neighbour_list(atoms)
-    for centres in chunks:
-        desc = descriptor.features_and_derivatives(atoms, centres=centres, neighbours=pairs)
-        res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
-                                arrays.zeta, forces=forces, virial=stress, n_atoms=n_atoms)
+    desc = None  # kept (whole structure, one chunk) when stds are wanted
+    for centres, res, kept in results:
+        desc = kept
         energies[centres] = res["energies"]
         if forces:
             f += res["forces"]

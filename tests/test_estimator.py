@@ -201,3 +201,14 @@ def test_prediction_in_centre_chunks_is_exact(cuau_model, cuau_frames, monkeypat
     np.testing.assert_allclose(chunked["energies"], whole["energies"], atol=1e-12)
     np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)
     np.testing.assert_allclose(chunked["stress"], whole["stress"], atol=1e-14)
+
+
+def test_one_structure_over_two_processes_is_exact(cuau_model, cuau_frames):
+    import copy
+
+    big = cuau_frames[4] * (2, 2, 1)
+    serial = cuau_model.predict_all([big])[0]
+    parallel = copy.deepcopy(cuau_model).set_params(n_jobs=2).predict_all([big])[0]
+    np.testing.assert_allclose(parallel["forces"], serial["forces"], atol=1e-10)
+    np.testing.assert_allclose(parallel["stress"], serial["stress"], atol=1e-12)
+    assert parallel["energy"] == pytest.approx(serial["energy"], abs=1e-9)
