@@ -67,10 +67,6 @@ class _Reservoir:
         return np.vstack(self._rows) if self._rows else np.zeros((0, 0))
 
 
-def _fmt(value) -> str:
-    return repr(value)
-
-
 class GAPRegressor(RegressorMixin, BaseEstimator):
     """Gaussian approximation potential: SOAP descriptors and a sparse GP.
 
@@ -232,7 +228,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
     # ------------------------------------------------------------ validation
     def _invalid(self, name: str, allowed: str):
         return InvalidParameterError(
-            f"GAPRegressor: {name!r} must be {allowed}; got {_fmt(getattr(self, name))}."
+            f"GAPRegressor: {name!r} must be {allowed}; got {getattr(self, name)!r}."
         )
 
     def _validate_params(self) -> None:

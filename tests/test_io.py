@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 
@@ -77,10 +78,10 @@ def test_newer_schema_is_refused(tmp_path, cu_model):
 
     def edit(name, blob):
         if name == "header.npy":
-            header_arr = np.lib.format.read_array(__import__("io").BytesIO(blob))
+            header_arr = np.lib.format.read_array(io.BytesIO(blob))
             header = json.loads(bytes(header_arr).decode())
             header["schema_version"] = SCHEMA_VERSION + 1
-            buf = __import__("io").BytesIO()
+            buf = io.BytesIO()
             np.lib.format.write_array(
                 buf, np.frombuffer(json.dumps(header).encode(), dtype=np.uint8))
             return buf.getvalue()
