@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from ase.calculators.calculator import (
     Calculator,
     CalculatorSetupError,
@@ -10,6 +12,7 @@ from ase.calculators.calculator import (
 )
 
 from ._validation import check_atoms, is_bulk
+from .backend import resolve_device
 from .exceptions import UnknownSpeciesError
 
 __all__ = ["GAPCalculator"]
@@ -26,6 +29,9 @@ class GAPCalculator(Calculator):
         Also store the posterior standard deviations as extra results:
         ``energy_std`` (eV), ``energies_std`` (eV per atom) and ``forces_std``
         (eV/Å per component), in the model's ``variance`` form.
+    device : {"cpu", "cuda", "auto"}, default=None
+        Where predictions run (see ``GAPRegressor(device=...)``); by default
+        the model's own setting. The model passed in is not modified.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -48,10 +54,20 @@ class GAPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
 
-    def __init__(self, model, *, uncertainty: bool = False, **kwargs):
+    def __init__(self, model, *, uncertainty: bool = False, device: str | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
+        if device is not None and device != model.device:
+            resolve_device(device, "GAPCalculator")  # a clear error now, not at the first step
+            model = copy.copy(model)
+            model.device = device
         self.model = model
         self.uncertainty = uncertainty
+
+    @property
+    def device(self) -> str:
+        """The device setting predictions use."""
+        return self.model.device
 
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
         properties = ["energy"] if properties is None else properties

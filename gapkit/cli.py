@@ -68,13 +68,26 @@ def build_model(config: dict, **overrides):
     return GAPRegressor(SOAP(**soap_params), **config)
 
 
+def _say_device(device: str | None) -> None:
+    """Print where the numeric work will run (and why, for 'auto')."""
+    if device in (None, "cpu"):
+        return
+    from .backend import cuda_available
+
+    ok, why = cuda_available()
+    if device == "auto":
+        print(f"device 'auto': using the {'GPU' if ok else 'CPU'} ({why})")
+    elif ok:
+        print(f"device 'cuda': {why}")
+
+
 def _report_fit(model, seconds: float) -> None:
     m = len(model.coefficients_)
     obs = model.n_observations_
     print(
         f"fitted {m} sparse points ({', '.join(model.species_)}) to {obs['energy']} energies, "
         f"{obs['forces']} force components and {obs['virial']} virial components "
-        f"in {seconds:.1f} s"
+        f"in {seconds:.1f} s on the {model.device_.upper()}"
     )
     print("e0 (eV): " + ", ".join(f"{k} {v:.6f}" for k, v in model.e0_.items()))
 
@@ -90,8 +103,10 @@ def _cmd_fit(args) -> int:
         stress_key=args.stress_key,
         n_jobs=args.workers if args.workers is not None else args.n_jobs,
         scheduler=args.scheduler,
+        device=args.device,
     )
     model.set_params(verbose=not args.quiet)
+    _say_device(model.device)
     frames = read_structures(args.train)
     print(f"read {len(frames)} structures from {args.train}")
     t0 = time.perf_counter()
@@ -111,7 +126,8 @@ def _cmd_eval(args) -> int:
     from .io import load, read_structures
     from .metrics import calibration_metrics, evaluate_predictions
 
-    model = load(args.model)
+    model = load(args.model, device=args.device)
+    _say_device(model.device)
     overrides = {"energy_key": args.energy_key, "forces_key": args.forces_key,
                  "stress_key": args.stress_key, "n_jobs": args.n_jobs}
     model.set_params(**{k: v for k, v in overrides.items() if v is not None})
@@ -179,8 +195,9 @@ def _cmd_demo(args) -> int:
     model = GAPRegressor(
         SOAP(r_cut=4.0, n_max=6, l_max=4, sigma=0.5),
         n_sparse=200, sigma_energy=0.001, sigma_force=0.03, sigma_virial=0.02,
-        n_jobs=args.n_jobs, random_state=0, verbose=not args.quiet,
+        n_jobs=args.n_jobs, random_state=0, verbose=not args.quiet, device=args.device,
     )
+    _say_device(args.device)
     print("fitting SOAP(r_cut=4, n_max=6, l_max=4, sigma=0.5), zeta=4, 200 CUR sparse points")
     t0 = time.perf_counter()
     model.fit(train)
@@ -197,7 +214,11 @@ def _cmd_demo(args) -> int:
 def _cmd_learn(args) -> int:
     from .active.runner import run_learning
 
-    run_learning(_read_config(args.config))
+    config = _read_config(args.config)
+    if args.device is not None:
+        config.setdefault("model", {})["device"] = args.device
+    _say_device(config.get("model", {}).get("device"))
+    run_learning(config)
     return 0
 
 
@@ -207,11 +228,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
+    def device_option(p, default=None):
+        p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=default,
+                       help="where kernels, solve and predictions run: NumPy on the CPU or "
+                       "CuPy on an NVIDIA GPU; 'auto' takes the GPU when there is one "
+                       f"(default: {default or 'the config or model setting, else cpu'})")
+
     def label_options(p):
         p.add_argument("--energy-key", help="info key of the energies (default: auto)")
         p.add_argument("--forces-key", help="arrays key of the forces (default: auto)")
         p.add_argument("--stress-key", help="info key of the stresses (default: auto)")
         p.add_argument("--n-jobs", type=int, default=None, help="worker processes")
+        device_option(p)
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
     fit = sub.add_parser("fit", help="fit a model to labelled structures")
@@ -241,11 +269,13 @@ def _parser() -> argparse.ArgumentParser:
 
     learn = sub.add_parser("learn", help="active learning (pool or on-the-fly) from a config")
     learn.add_argument("config", type=Path, help="JSON or TOML file: mode, model, reference, ...")
+    device_option(learn)
     learn.set_defaults(func=_cmd_learn)
 
     demo = sub.add_parser("demo", help="fit the bundled Cu/EMT data and print test errors")
     demo.add_argument("-o", "--output", type=Path, default=Path("cu_emt.gap"))
     demo.add_argument("--n-jobs", type=int, default=1)
+    device_option(demo, "cpu")
     demo.add_argument("-q", "--quiet", action="store_true")
     demo.set_defaults(func=_cmd_demo)
     return parser

@@ -10,54 +10,107 @@ For a structure with normalised descriptors ``q_i`` and sparse points ``q_m``
   ``K_V[a, b, m] = sum_i g_im (dq_i/deps_ab . q_m)``, symmetrised, Voigt order.
 
 ``k`` is zero between centres and sparse points of different species.
+
+The functions follow the array API: the namespace (NumPy, CuPy, ...) and the
+device are those of ``q_sparse``; the descriptor's arrays, computed by DScribe
+on the host, are moved there in chunks. Index bookkeeping (which centres and
+sparse points belong to which species) stays on the host.
 """
 
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
-import scipy.sparse
 
+from .backend import index_add, namespace, to_numpy
 from .descriptors import StructureDescriptor
 from .units import VOIGT_PAIRS
 
-__all__ = ["design_rows", "predict_structure"]
+__all__ = ["design_rows", "local_energy_rows", "predict_structure"]
 
-_VOIGT_A = np.array([a for a, _ in VOIGT_PAIRS])
-_VOIGT_B = np.array([b for _, b in VOIGT_PAIRS])
+_VOIGT = [3 * a + b for a, b in VOIGT_PAIRS]
+_VOIGT_T = [3 * b + a for a, b in VOIGT_PAIRS]
 #: Pairs handled at once when building force rows (bounds the temporary arrays).
 PAIR_CHUNK = 4096
 
 
-def _to_voigt(m: np.ndarray) -> np.ndarray:
-    """Symmetrised Voigt components of ``m[..., 3, 3]`` -> ``[..., 6]``."""
-    return 0.5 * (m[..., _VOIGT_A, _VOIGT_B] + m[..., _VOIGT_B, _VOIGT_A])
+def _species_blocks(sparse_numbers, numbers: np.ndarray):
+    """Per species present in both: (z, sparse columns, centres), host indices.
+
+    The columns of every species are listed in order; ``order`` is their
+    concatenation, so that blocks computed species by species and joined along
+    the column axis can be put back with ``argsort(order)``.
+    """
+    z_sparse = to_numpy(sparse_numbers)
+    species = np.unique(z_sparse)
+    cols = [np.flatnonzero(z_sparse == z) for z in species]
+    order = np.concatenate(cols) if cols else np.zeros(0, int)
+    blocks = [(int(z), c, np.flatnonzero(numbers == z)) for z, c in zip(species, cols,
+                                                                         strict=True)]
+    return blocks, order
 
 
-def _scatter_matrix(rows: np.ndarray, n_rows: int) -> scipy.sparse.csr_matrix:
-    n = len(rows)
-    return scipy.sparse.csr_matrix((np.ones(n), (rows, np.arange(n))), shape=(n_rows, n))
+def _join_columns(xp, parts, order: np.ndarray, dev):
+    """Concatenate per-species column blocks and restore the sparse-point order."""
+    joined = xp.concat(parts, axis=-1)
+    if np.array_equal(order, np.arange(len(order))):
+        return joined
+    back = xp.asarray(np.argsort(order), device=dev)
+    return xp.take(joined, back, axis=joined.ndim - 1)
+
+
+def _on(xp, x, dev):
+    """A host array on the namespace's device (no copy for NumPy)."""
+    return xp.asarray(x, device=dev)
+
+
+def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, delta,
+                      zeta: int):
+    """Kernel rows of the local energies, ``k(q_i, q_m)``, shape (n_atoms, M).
+
+    Parameters
+    ----------
+    features : array of shape (n_atoms, n_features)
+        Normalised descriptors (host or device array).
+    numbers : ndarray of shape (n_atoms,)
+        Atomic numbers (host array).
+    q_sparse, sparse_numbers, delta, zeta
+        As in :func:`design_rows`; the result is in the namespace of ``q_sparse``.
+    """
+    xp = namespace(q_sparse)
+    dev = array_api_compat.device(q_sparse)
+    features = _on(xp, features, dev)
+    delta_host = to_numpy(delta)
+    blocks, order = _species_blocks(sparse_numbers, numbers)
+    parts = []
+    for z, cols, _ in blocks:
+        qs = xp.take(q_sparse, _on(xp, cols, dev), axis=0)
+        mask = _on(xp, (numbers == z).astype(float)[:, None], dev)
+        parts.append(float(delta_host[cols[0]]) ** 2 * mask * (features @ qs.T) ** zeta)
+    return _join_columns(xp, parts, order, dev)
 
 
 def design_rows(
     desc: StructureDescriptor,
-    q_sparse: np.ndarray,
-    sparse_numbers: np.ndarray,
-    delta: np.ndarray,
+    q_sparse,
+    sparse_numbers,
+    delta,
     zeta: int,
     *,
     forces: bool = True,
     virial: bool = True,
-) -> dict[str, np.ndarray]:
+) -> dict:
     """Rows of K_NM for one structure.
 
     Parameters
     ----------
     desc : StructureDescriptor
         With derivatives when ``forces`` or ``virial`` is requested.
-    q_sparse : ndarray of shape (M, n_features)
-    sparse_numbers : ndarray of shape (M,)
+    q_sparse : array of shape (M, n_features)
+        Any array-API namespace; the rows are returned in the same one.
+    sparse_numbers : array of shape (M,)
         Species (atomic number) of each sparse point.
-    delta : ndarray of shape (M,)
+    delta : array of shape (M,)
         Energy scale in eV of each sparse point's species.
     zeta : int
 
@@ -67,60 +120,80 @@ def design_rows(
         ``"energy"``: (M,); ``"forces"``: (n_atoms, 3, M) when asked;
         ``"virial"``: (6, M) when asked (rows of ``V * stress``).
     """
+    xp = namespace(q_sparse)
+    dev = array_api_compat.device(q_sparse)
     n_atoms = len(desc.numbers)
-    m_total = len(q_sparse)
-    out = {"energy": np.zeros(m_total)}
+    delta_host = to_numpy(delta)
+    blocks, order = _species_blocks(sparse_numbers, desc.numbers)
+    features = _on(xp, desc.features, dev)
     if forces:
-        out["forces"] = np.zeros((n_atoms, 3, m_total))
-    if virial:
-        v33 = np.zeros((3, 3, m_total))
-    for z in np.unique(desc.numbers):
-        cols = np.flatnonzero(sparse_numbers == z)
-        if len(cols) == 0:
+        pair_species = desc.numbers[desc.centre]
+    energy, force, vir = [], [], []
+    for z, cols, centres in blocks:
+        ms = len(cols)
+        qs = xp.take(q_sparse, _on(xp, cols, dev), axis=0)
+        d2 = float(delta_host[cols[0]]) ** 2
+        if len(centres) == 0:
+            energy.append(xp.zeros(ms, dtype=q_sparse.dtype, device=dev))
+            if forces:
+                force.append(xp.zeros((n_atoms, 3, ms), dtype=q_sparse.dtype, device=dev))
+            if virial:
+                vir.append(xp.zeros((9, ms), dtype=q_sparse.dtype, device=dev))
             continue
-        centres = np.flatnonzero(desc.numbers == z)
-        qs = q_sparse[cols]
-        d2 = delta[cols] ** 2
-        dots = desc.features[centres] @ qs.T
-        out["energy"][cols] = (d2 * dots**zeta).sum(axis=0)
+        dots = xp.take(features, _on(xp, centres, dev), axis=0) @ qs.T  # (n_z, Ms)
+        energy.append(d2 * xp.sum(dots**zeta, axis=0))
         if not (forces or virial):
             continue
-        g = np.zeros((n_atoms, len(cols)))
-        g[centres] = (d2 * zeta) * dots ** (zeta - 1)
+        g = (d2 * zeta) * dots ** (zeta - 1)  # (n_z, Ms)
         if virial:
-            u = desc.dq_dstrain[centres].reshape(len(centres), 9, -1) @ qs.T  # (n, 9, Ms)
-            v33[:, :, cols] = np.einsum("nm,nkm->km", g[centres], u).reshape(3, 3, -1)
+            dqde = _on(xp, desc.dq_dstrain[centres].reshape(len(centres), 9, -1), dev)
+            u = dqde @ qs.T  # (n_z, 9, Ms)
+            vir.append(xp.sum(g[:, None, :] * u, axis=0))
         if forces:
-            pairs = np.flatnonzero(desc.numbers[desc.centre] == z)
-            acc = np.zeros((n_atoms, 3 * len(cols)))
+            row_of = np.full(n_atoms, -1)
+            row_of[centres] = np.arange(len(centres))
+            pairs = np.flatnonzero(pair_species == z)
+            acc = xp.zeros((n_atoms, 3, ms), dtype=q_sparse.dtype, device=dev)
             for start in range(0, len(pairs), PAIR_CHUNK):
                 p = pairs[start : start + PAIR_CHUNK]
-                t = desc.dq_dr[p] @ qs.T  # (P, 3, Ms)
-                t *= g[desc.centre[p]][:, None, :]
-                acc += _scatter_matrix(desc.neighbour[p], n_atoms) @ t.reshape(len(p), -1)
-            out["forces"][:, :, cols] = -acc.reshape(n_atoms, 3, len(cols))
+                t = _on(xp, desc.dq_dr[p], dev) @ qs.T  # (P, 3, Ms)
+                t = t * xp.take(g, _on(xp, row_of[desc.centre[p]], dev), axis=0)[:, None, :]
+                acc = acc + index_add(xp, _on(xp, desc.neighbour[p], dev), t, n_atoms)
+            force.append(-acc)
+    out = {"energy": _join_columns(xp, energy, order, dev)} if energy else {
+        "energy": xp.zeros(len(order), dtype=q_sparse.dtype, device=dev)}
+    if forces:
+        out["forces"] = _join_columns(xp, force, order, dev)
     if virial:
-        out["virial"] = _to_voigt(np.moveaxis(v33, 2, 0)).T
+        v9 = _join_columns(xp, vir, order, dev)
+        a = _on(xp, np.array(_VOIGT), dev)
+        b = _on(xp, np.array(_VOIGT_T), dev)
+        out["virial"] = 0.5 * (xp.take(v9, a, axis=0) + xp.take(v9, b, axis=0))
     return out
 
 
 def predict_structure(
     desc: StructureDescriptor,
-    q_sparse: np.ndarray,
-    sparse_numbers: np.ndarray,
-    weights: np.ndarray,
+    q_sparse,
+    sparse_numbers,
+    weights,
     zeta: int,
     *,
     forces: bool = True,
     virial: bool = True,
     n_atoms: int | None = None,
-) -> dict[str, np.ndarray]:
+) -> dict:
     """Local energies, forces and virial of one structure (or of some centres).
 
     Parameters
     ----------
-    weights : ndarray of shape (M,)
+    desc : StructureDescriptor
+    q_sparse : array of shape (M, n_features)
+        Any array-API namespace; the results are in the same one.
+    sparse_numbers : array of shape (M,)
+    weights : array of shape (M,)
         ``alpha_m * delta_m**2`` so that ``eps_i = sum_m w_m (q_i . q_m)^zeta``.
+    zeta : int
     n_atoms : int, optional
         Atoms of the whole structure, when ``desc`` holds a subset of the
         centres: forces then hold those centres' contributions to all atoms.
@@ -132,27 +205,31 @@ def predict_structure(
         ``"forces"``: (n_atoms, 3) in eV/Å; ``"virial"``: (3, 3), ``V * stress``
         in eV (ASE sign).
     """
+    xp = namespace(q_sparse)
+    dev = array_api_compat.device(q_sparse)
     n_centres = len(desc.numbers)
     n_atoms = n_centres if n_atoms is None else n_atoms
-    energies = np.zeros(n_centres)
-    w = np.zeros_like(desc.features) if (forces or virial) else None
-    for z in np.unique(desc.numbers):
-        cols = np.flatnonzero(sparse_numbers == z)
-        if len(cols) == 0:
+    blocks, _ = _species_blocks(sparse_numbers, desc.numbers)
+    features = _on(xp, desc.features, dev)
+    energies = xp.zeros(n_centres, dtype=q_sparse.dtype, device=dev)
+    grad = xp.zeros(features.shape, dtype=q_sparse.dtype, device=dev) if (
+        forces or virial) else None
+    for _z, cols, centres in blocks:
+        if len(centres) == 0:
             continue
-        centres = np.flatnonzero(desc.numbers == z)
-        qs = q_sparse[cols]
-        dots = desc.features[centres] @ qs.T
-        energies[centres] = dots**zeta @ weights[cols]
-        if w is not None:
-            w[centres] = (zeta * dots ** (zeta - 1) * weights[cols]) @ qs  # d eps_i / d q_i
+        cols_d, centres_d = _on(xp, cols, dev), _on(xp, centres, dev)
+        qs = xp.take(q_sparse, cols_d, axis=0)
+        w = xp.take(weights, cols_d, axis=0)
+        dots = xp.take(features, centres_d, axis=0) @ qs.T
+        energies = energies + index_add(xp, centres_d, dots**zeta @ w, n_centres)
+        if grad is not None:
+            g = (zeta * dots ** (zeta - 1) * w) @ qs  # d eps_i / d q_i
+            grad = grad + index_add(xp, centres_d, g, n_centres)
     out = {"energies": energies}
     if forces:
-        per_pair = np.einsum("pbf,pf->pb", desc.dq_dr, w[desc.centre])
-        f = np.zeros((n_atoms, 3))
-        for b in range(3):
-            f[:, b] = -np.bincount(desc.neighbour, per_pair[:, b], minlength=n_atoms)
-        out["forces"] = f
+        w_pairs = xp.take(grad, _on(xp, desc.centre, dev), axis=0)
+        per_pair = xp.vecdot(_on(xp, desc.dq_dr, dev), w_pairs[:, None, :], axis=-1)  # (P, 3)
+        out["forces"] = -index_add(xp, _on(xp, desc.neighbour, dev), per_pair, n_atoms)
     if virial:
-        out["virial"] = np.einsum("iabf,if->ab", desc.dq_dstrain, w)
+        out["virial"] = xp.tensordot(_on(xp, desc.dq_dstrain, dev), grad, axes=([0, 3], [0, 1]))
     return out

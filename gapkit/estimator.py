@@ -20,8 +20,9 @@ from tqdm.auto import tqdm
 
 from . import kernels, uncertainty
 from ._validation import Labels, check_structures, is_bulk, read_labels
+from .backend import DEVICES, Backend, namespace, resolve_device, to_numpy
 from .descriptors import SOAP
-from .design import design_rows, predict_structure
+from .design import design_rows, local_energy_rows, predict_structure
 from .exceptions import InvalidParameterError, MissingLabelError, UnknownSpeciesError
 from .gp import StreamingQR, cholesky_with_jitter, log_marginal_likelihood
 from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
@@ -135,6 +136,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
     n_jobs : int, default=1
         Processes for descriptor work (joblib; -1 for all cores), or the
         number of workers of a local Dask cluster.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where kernel blocks, design-matrix rows, the QR solve, prediction
+        contractions and variances run: NumPy on the CPU, or CuPy on an NVIDIA
+        GPU (``pip install "gapkit[gpu]"``). ``"auto"`` takes the GPU when CuPy
+        sees one and logs its choice on the ``"gapkit"`` logger; ``device_``
+        says which was used. Descriptors are always computed by DScribe on the
+        CPU. On a GPU structures are processed one after the other in this
+        process (``n_jobs`` then only matters for sparse-point selection), and
+        Dask workers (``scheduler``) compute with NumPy.
     random_state : int, default=None
         Seed of the sparse-point selection.
     verbose : bool, default=False
@@ -200,6 +210,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         optimize: bool | list = False,
         scheduler: str | None = None,
         n_jobs: int | None = 1,
+        device: str = "cpu",
         random_state: int | None = None,
         verbose: bool = False,
     ):
@@ -222,6 +233,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.optimize = optimize
         self.scheduler = scheduler
         self.n_jobs = n_jobs
+        self.device = device
         self.random_state = random_state
         self.verbose = verbose
 
@@ -251,6 +263,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             raise self._invalid("optimize", f"a bool or a list from {sorted(allowed_opt)}")
         if self.variance not in ("dtc", "sor"):
             raise self._invalid("variance", "'dtc' or 'sor'")
+        if self.device not in DEVICES:
+            raise self._invalid("device", "'cpu', 'cuda' or 'auto'")
         if self.sparse_method not in SPARSE_METHODS:
             raise self._invalid("sparse_method", f"one of {SPARSE_METHODS}")
         for name in ("delta", "n_sparse"):
@@ -324,10 +338,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return {"energy": sig["energy"] * root_n, "force": force,
                 "virial": sig["virial"] * root_n, "default": default}
 
-    def _parallel(self, n_tasks: int):
-        """joblib over structures; in-process for a single task (e.g. an MD step)."""
-        n_jobs = 1 if n_tasks <= 1 else (self.n_jobs or 1)
-        return Parallel(n_jobs=n_jobs, return_as="generator")
+    def _parallel(self, n_tasks: int, backend: Backend | None = None):
+        """joblib over structures; in-process for a single task (e.g. an MD step)
+        and for device arrays (which stay in this process)."""
+        in_process = n_tasks <= 1 or (backend is not None and not backend.is_numpy)
+        return Parallel(n_jobs=1 if in_process else (self.n_jobs or 1), return_as="generator")
+
+    def _backend(self) -> Backend:
+        """The array backend of ``device`` (resolved, and the choice logged, per call)."""
+        return resolve_device(self.device, "GAPRegressor")
 
     def _progress(self, iterable, total: int, desc: str):
         return tqdm(iterable, total=total, desc=desc, disable=not self.verbose, leave=False)
@@ -416,11 +435,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             )
         self.delta_ = np.array([delta[chemical_symbols[z]] for z in self.sparse_numbers_])
         m = len(self.sparse_numbers_)
+        # Dask workers compute their blocks with NumPy; so does the reduction here
+        backend = self._backend() if not hasattr(self, "_client") else resolve_device("cpu")
+        self.device_ = backend.device
+        xp = backend.xp
 
         # Prior rows L^T with K_MM + jitter = L L^T (block diagonal over species).
         solver = StreamingQR(m)
-        self.sparse_cholesky_ = self._sparse_cholesky()
-        solver.add_rows(self.sparse_cholesky_.T, np.zeros(m))
+        self.sparse_cholesky_ = self._sparse_cholesky(backend)
+        solver.add_rows(backend.asarray(self.sparse_cholesky_.T), backend.asarray(np.zeros(m)))
 
         # Pass 2: derivatives -> weighted design-matrix rows, folded into R block by block.
         self.hyperparameters_ = {
@@ -434,24 +457,25 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         counts = {"energy": 0, "forces": 0, "virial": 0}
         kept = []  # all rows, only when hyperparameters are optimised
         block, n_rows, sigmas = [], 0, []
-        for k_rows, y, sigma, kind, c in self._design_rows_for(frames, labels, "fit"):
+        for k_rows, y, sigma, kind, c in self._design_rows_for(frames, labels, "fit", backend):
             for key in counts:
                 counts[key] += c[key]
             sigmas.append(sigma)
             if self.optimize:
                 kept.append((k_rows, y, sigma, kind))
                 continue
-            block.append((k_rows / sigma[:, None], y / sigma))
+            block.append((k_rows / backend.asarray(sigma)[:, None], backend.asarray(y / sigma)))
             n_rows += len(y)
             if n_rows >= ROWS_PER_BLOCK:
-                solver.add_rows(np.vstack([b[0] for b in block]),
-                                np.concatenate([b[1] for b in block]))
+                solver.add_rows(xp.concat([b[0] for b in block], axis=0),
+                                xp.concat([b[1] for b in block]))
                 block, n_rows = [], 0
         if block:
-            solver.add_rows(np.vstack([b[0] for b in block]), np.concatenate([b[1] for b in block]))
+            solver.add_rows(xp.concat([b[0] for b in block], axis=0),
+                            xp.concat([b[1] for b in block]))
         self.n_observations_ = counts
         if self.optimize:
-            solver = self._optimize_hyperparameters(kept)
+            solver = self._optimize_hyperparameters(kept, backend)
         else:
             self.log_marginal_likelihood_ = log_marginal_likelihood(
                 solver, self.sparse_cholesky_, np.concatenate(sigmas)
@@ -496,24 +520,28 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _store_solution(self, solver: StreamingQR) -> None:
-        self.coefficients_ = solver.solve()
-        self.r_factor_ = solver.r
-        self.qtb_ = solver.qtb
+        self.coefficients_ = to_numpy(solver.solve())
+        self.r_factor_ = to_numpy(solver.r)
+        self.qtb_ = to_numpy(solver.qtb)
         self.residual_ = solver.residual
 
-    def _design_rows_for(self, frames: list[Atoms], labels: list[Labels], desc: str):
+    def _design_rows_for(self, frames: list[Atoms], labels: list[Labels], desc: str,
+                         backend: Backend | None = None):
         """Generator of (rows, y, sigma, kind, counts) per structure at the fitted
-        sparse points and hyperparameters."""
+        sparse points and hyperparameters; rows are arrays of ``backend``
+        (``device``'s when None)."""
+        backend = self._backend() if backend is None else backend
         base = {k: self.hyperparameters_[k] for k in ("sigma_energy", "sigma_force",
                                                       "sigma_virial")}
+        q_sparse, delta = backend.asarray(self.sparse_features_), backend.asarray(self.delta_)
         jobs = (
             delayed(_structure_rows)(
                 self.descriptor_, a, lab, self._sigmas(a, base), self.e0_,
-                self.sparse_features_, self.sparse_numbers_, self.delta_, self.zeta,
+                q_sparse, self.sparse_numbers_, delta, self.zeta,
             )
             for a, lab in zip(frames, labels, strict=True)
         )
-        return self._progress(self._parallel(len(frames))(jobs), len(frames), desc)
+        return self._progress(self._parallel(len(frames), backend)(jobs), len(frames), desc)
 
     def partial_fit(self, X: Sequence[Atoms], y=None) -> GAPRegressor:
         """Add labelled structures to a fitted model without refitting.
@@ -535,15 +563,19 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         if self.baseline is not None:
             base = self._baseline_results(frames, forces=True, stress=True)
             labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
-        solver = StreamingQR.from_factors(self.r_factor_, self.qtb_, self.residual_)
-        for k_rows, y_rows, sigma, _, c in self._design_rows_for(frames, labels, "update"):
-            solver.add_rows(k_rows / sigma[:, None], y_rows / sigma)
+        backend = self._backend()
+        solver = StreamingQR.from_factors(backend.asarray(self.r_factor_),
+                                          backend.asarray(self.qtb_), self.residual_)
+        rows = self._design_rows_for(frames, labels, "update", backend)
+        for k_rows, y_rows, sigma, _, c in rows:
+            solver.add_rows(k_rows / backend.asarray(sigma)[:, None],
+                            backend.asarray(y_rows / sigma))
             for key in self.n_observations_:
                 self.n_observations_[key] += c[key]
         self._store_solution(solver)
         return self
 
-    def _optimize_hyperparameters(self, kept: list) -> StreamingQR:
+    def _optimize_hyperparameters(self, kept: list, backend: Backend) -> StreamingQR:
         """Maximise the log marginal likelihood over log delta and log sigmas.
 
         The rows were built with the initial ``delta``; a new ``delta`` scales
@@ -551,7 +583,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         and new default sigmas rescale the rows that use them, so each trial is
         one QR of the cached rows.
         """
-        k_rows = np.vstack([k[0] for k in kept])
+        xp = backend.xp
+        k_rows = xp.concat([k[0] for k in kept], axis=0)
         y = np.concatenate([k[1] for k in kept])
         sigma0 = np.concatenate([k[2] for k in kept])
         kind = np.concatenate([k[3] for k in kept])
@@ -576,11 +609,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             ratio = np.array([values[f"delta_{chemical_symbols[z]}"] for z in z_cols]) / delta0
             return values, sigma, ratio
 
+        l0_t = backend.asarray(l0.T)
+
         def build(x):
             _, sigma, ratio = unpack(x)
+            ratio_d, sigma_d = backend.asarray(ratio), backend.asarray(sigma)
             solver = StreamingQR(len(z_cols))
-            solver.add_rows(l0.T * ratio[None, :], np.zeros(len(z_cols)))
-            solver.add_rows(k_rows * (ratio**2)[None, :] / sigma[:, None], y / sigma)
+            solver.add_rows(l0_t * ratio_d[None, :], backend.asarray(np.zeros(len(z_cols))))
+            solver.add_rows(k_rows * (ratio_d**2)[None, :] / sigma_d[:, None],
+                            backend.asarray(y / sigma))
             return solver, sigma, ratio
 
         def objective(x):
@@ -696,15 +733,15 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         order = np.argsort(z, kind="stable")
         return q[order].astype(float), z[order].astype(int)
 
-    def _sparse_cholesky(self) -> np.ndarray:
-        """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter``."""
+    def _sparse_cholesky(self, backend: Backend) -> np.ndarray:
+        """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter`` (host array)."""
         m = len(self.sparse_numbers_)
         l_mm = np.zeros((m, m))
         for z in np.unique(self.sparse_numbers_):
             cols = np.flatnonzero(self.sparse_numbers_ == z)
-            qs = self.sparse_features_[cols]
-            k_mm = kernels.kernel(qs, qs, self.zeta, self.delta_[cols[0]])
-            l_mm[np.ix_(cols, cols)] = cholesky_with_jitter(k_mm, self.jitter)
+            qs = backend.asarray(self.sparse_features_[cols])
+            k_mm = kernels.kernel(qs, qs, self.zeta, float(self.delta_[cols[0]]))
+            l_mm[np.ix_(cols, cols)] = to_numpy(cholesky_with_jitter(k_mm, self.jitter))
         return l_mm
 
     def _read_training_labels(self, frames: list[Atoms], y) -> list[Labels]:
@@ -763,18 +800,24 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         std: bool = False,
         desc: str = "predict",
     ) -> list[dict]:
+        backend = self._backend()
+        on = backend.asarray
         arrays = _ModelArrays(
             e0=self.e0_,
-            q_sparse=self.sparse_features_,
+            q_sparse=on(self.sparse_features_),
             z_sparse=self.sparse_numbers_,
-            weights=self.coefficients_ * self.delta_**2,
-            delta=self.delta_,
+            weights=on(self.coefficients_ * self.delta_**2),
+            delta=on(self.delta_),
             zeta=self.zeta,
-            r_factor=self.r_factor_ if std else None,
-            l_factor=self.sparse_cholesky_ if std else None,
+            r_factor=on(self.r_factor_) if std else None,
+            l_factor=on(self.sparse_cholesky_) if std else None,
             variance=self.variance,
             std_scale=getattr(self, "std_scale_", 1.0),
         )
+        if not backend.is_numpy:  # device arrays stay in this process
+            results = [_predict_one(self.descriptor_, a, arrays, forces, stress, std)
+                       for a in self._progress(frames, len(frames), desc)]
+            return self._add_baseline(frames, results, forces=forces, stress=stress)
         if self.scheduler is not None and len(frames) > 1:
             from .distributed import dask_client, map_ordered
 
@@ -976,18 +1019,19 @@ def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, d
         else _features_only(descriptor, atoms)
     )
     rows = design_rows(desc, q_sparse, z_sparse, delta, zeta, forces=need_f, virial=need_v)
+    xp = namespace(q_sparse)
     default = sigmas["default"]
     parts = []  # (rows, targets, sigma, kind)
     counts = {"energy": 0, "forces": 0, "virial": 0}
     if labels.energy is not None:
         e_ref = labels.energy - sum(e0[s] for s in atoms.get_chemical_symbols())
         kind = _KIND_ENERGY if default["energy"] else _KIND_FIXED
-        parts.append((rows["energy"][None], [e_ref], [sigmas["energy"]], [kind]))
+        parts.append((xp.reshape(rows["energy"], (1, -1)), [e_ref], [sigmas["energy"]], [kind]))
         counts["energy"] = 1
     if need_f:
         n = labels.forces.size
         kind = _KIND_FORCE if default["force"] else _KIND_FIXED
-        parts.append((rows["forces"].reshape(n, -1), labels.forces.ravel(),
+        parts.append((xp.reshape(rows["forces"], (n, -1)), labels.forces.ravel(),
                       sigmas["force"].ravel(), np.full(n, kind)))
         counts["forces"] = n
     if need_v:
@@ -996,7 +1040,7 @@ def _structure_rows(descriptor, atoms, labels, sigmas, e0, q_sparse, z_sparse, d
                       np.full(6, sigmas["virial"]), np.full(6, kind)))
         counts["virial"] = 6
     return (
-        np.vstack([p[0] for p in parts]),
+        xp.concat([p[0] for p in parts], axis=0),
         np.concatenate([np.asarray(p[1], float) for p in parts]),
         np.concatenate([np.asarray(p[2], float) for p in parts]),
         np.concatenate([np.asarray(p[3], int) for p in parts]),
@@ -1084,7 +1128,8 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n
         desc = _features_only(descriptor, atoms)
         res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
                                 arrays.zeta, forces=False, virial=False)
-        out = {"energy": float((res["energies"] + e0).sum()), "energies": res["energies"] + e0}
+        energies = to_numpy(res["energies"]) + e0
+        out = {"energy": float(energies.sum()), "energies": energies}
         if std:
             out.update(_predict_std(desc, arrays, False))
         return out
@@ -1094,7 +1139,7 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n
     else:
         n_chunks = max(-(-n_atoms // CENTRE_CHUNK), n_jobs if n_atoms >= MIN_ATOMS_SPLIT else 1)
         chunks = np.array_split(np.arange(n_atoms), n_chunks)
-    if len(chunks) > 1 and n_jobs > 1:
+    if len(chunks) > 1 and n_jobs > 1 and isinstance(arrays.q_sparse, np.ndarray):
         results = Parallel(n_jobs=n_jobs)(
             delayed(_predict_chunk)(descriptor, atoms, c, pairs, arrays, forces, stress)
             for c in chunks
@@ -1108,11 +1153,11 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n
     desc = None  # kept (whole structure, one chunk) when stds are wanted
     for centres, res, kept in results:
         desc = kept
-        energies[centres] = res["energies"]
+        energies[centres] = to_numpy(res["energies"])
         if forces:
-            f += res["forces"]
+            f += to_numpy(res["forces"])
         if stress:
-            v += res["virial"]
+            v += to_numpy(res["virial"])
     energies += e0
     out = {"energy": float(energies.sum()), "energies": energies}
     if forces:
@@ -1127,31 +1172,31 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n
 
 def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
     """Standard deviations of the local energies, the energy and the forces."""
+    xp = namespace(arrays.q_sparse)
     n_atoms = len(desc.numbers)
     m = len(arrays.z_sparse)
-    delta = {int(z): float(d) for z, d in zip(arrays.z_sparse, arrays.delta, strict=True)}
-    local_rows = np.zeros((n_atoms, m))
-    for z in np.unique(desc.numbers):
-        cols = np.flatnonzero(arrays.z_sparse == z)
-        centres = np.flatnonzero(desc.numbers == z)
-        local_rows[np.ix_(centres, cols)] = kernels.kernel(
-            desc.features[centres], arrays.q_sparse[cols], arrays.zeta, delta[int(z)]
-        )
-    rows = [local_rows, local_rows.sum(axis=0, keepdims=True)]
+    delta_host = to_numpy(arrays.delta)
+    delta = {int(z): float(d) for z, d in zip(arrays.z_sparse, delta_host, strict=True)}
+    local_rows = local_energy_rows(desc.features, desc.numbers, arrays.q_sparse,
+                                   arrays.z_sparse, arrays.delta, arrays.zeta)
+    rows = [local_rows, xp.sum(local_rows, axis=0, keepdims=True)]
     if forces:
         force_rows = design_rows(desc, arrays.q_sparse, arrays.z_sparse, arrays.delta,
                                  arrays.zeta, forces=True, virial=False)["forces"]
-        rows.append(force_rows.reshape(3 * n_atoms, m))
-    stacked = np.vstack(rows)
-    var = uncertainty.sor_variance(stacked, arrays.r_factor)
+        rows.append(xp.reshape(force_rows, (3 * n_atoms, m)))
+    stacked = xp.concat(rows, axis=0)
+    var = to_numpy(uncertainty.sor_variance(stacked, arrays.r_factor))
     if arrays.variance == "dtc":
+        features = xp.asarray(desc.features)
         prior_local, prior_total = uncertainty.energy_prior_variance(
-            desc.features, desc.numbers, arrays.zeta, delta
+            features, desc.numbers, arrays.zeta, delta
         )
-        prior = [prior_local, [prior_total]]
+        prior = [to_numpy(prior_local), [prior_total]]
         if forces:
-            prior.append(uncertainty.force_prior_variance(desc, arrays.zeta, delta).ravel())
-        var += np.concatenate(prior) - uncertainty.nystrom_variance(stacked, arrays.l_factor)
+            prior.append(to_numpy(uncertainty.force_prior_variance(
+                desc, arrays.zeta, delta, xp)).ravel())
+        var += np.concatenate(prior) - to_numpy(
+            uncertainty.nystrom_variance(stacked, arrays.l_factor))
     std = arrays.std_scale * np.sqrt(np.clip(var, 0.0, None))
     out = {"energies_std": std[:n_atoms], "energy_std": float(std[n_atoms])}
     if forces:

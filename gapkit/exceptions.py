@@ -13,6 +13,7 @@ __all__ = [
     "UnknownSpeciesError",
     "ModelFileError",
     "NumericalError",
+    "DeviceUnavailableError",
     "NonNeutralWarning",
     "GapkitWarning",
 ]
@@ -52,6 +53,10 @@ class ModelFileError(GapkitError, OSError):
 class NumericalError(GapkitError, ArithmeticError):
     """A factorisation failed (for instance a sparse kernel matrix that is not
     positive definite); the message says what to change."""
+
+
+class DeviceUnavailableError(GapkitError, RuntimeError):
+    """``device="cuda"`` was asked for but CuPy is not installed or sees no GPU."""
 
 
 class GapkitWarning(UserWarning):

@@ -7,35 +7,47 @@ least-squares problem ``min || A alpha - b ||`` with
 ``K_MM + jitter = L L^T``. The normal equations are never formed: the R factor
 of the augmented matrix ``[A | b]`` is folded one block of rows at a time,
 ``R <- qr([R ; block])``, so memory stays O(M^2 + block) whatever the data size.
+
+Array API: the accumulator works in the namespace (and on the device) of the
+first rows it is given, NumPy or CuPy alike.
 """
 
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
-import scipy.linalg
 
+from .backend import namespace, qr_r, solve_triangular, to_numpy
 from .exceptions import NumericalError
 
 __all__ = ["StreamingQR", "cholesky_with_jitter", "log_marginal_likelihood"]
 
 
-def cholesky_with_jitter(k_mm: np.ndarray, jitter: float) -> np.ndarray:
-    """Lower Cholesky factor of ``k_mm + jitter * mean(diag) * I``.
+def cholesky_with_jitter(k_mm, jitter: float):
+    """Lower Cholesky factor of ``k_mm + jitter * mean(diag) * I`` (any namespace).
 
     Raises
     ------
     NumericalError
         When the matrix is not positive definite even with the jitter.
     """
-    scale = float(np.mean(np.diag(k_mm))) if len(k_mm) else 1.0
+    xp = namespace(k_mm)
+    m = k_mm.shape[0]
+    scale = float(xp.mean(xp.linalg.diagonal(k_mm))) if m else 1.0
+    eye = xp.eye(m, dtype=k_mm.dtype, device=array_api_compat.device(k_mm))
+    failed = None
     try:
-        return np.linalg.cholesky(k_mm + jitter * scale * np.eye(len(k_mm)))
+        factor = xp.linalg.cholesky(k_mm + (jitter * scale) * eye)
     except np.linalg.LinAlgError as err:
-        raise NumericalError(
-            "The sparse-point kernel matrix K_MM is not positive definite "
-            f"(jitter {jitter:g} relative). Increase 'jitter' (e.g. 1e-6) or use fewer "
-            "sparse points for species with few distinct environments."
-        ) from err
+        failed = err
+    else:  # CuPy reports failure with NaNs instead of raising
+        if m == 0 or bool(xp.all(xp.isfinite(xp.linalg.diagonal(factor)))):
+            return factor
+    raise NumericalError(
+        "The sparse-point kernel matrix K_MM is not positive definite "
+        f"(jitter {jitter:g} relative). Increase 'jitter' (e.g. 1e-6) or use fewer "
+        "sparse points for species with few distinct environments."
+    ) from failed
 
 
 class StreamingQR:
@@ -49,79 +61,94 @@ class StreamingQR:
 
     def __init__(self, n_columns: int):
         self.n_columns = n_columns
-        self._r = np.zeros((0, n_columns + 1))
+        self._r = None  # (k, M + 1), in the namespace of the first rows added
         self.n_rows = 0
         self.sum_b2 = 0.0
 
     @classmethod
-    def from_factors(cls, r: np.ndarray, qtb: np.ndarray, residual: float) -> StreamingQR:
+    def from_factors(cls, r, qtb, residual: float) -> StreamingQR:
         """Resume from the R factor, ``Q^T b`` and the residual of an earlier solve."""
-        m = len(r)
+        xp = namespace(r, qtb)
+        m = r.shape[0]
         out = cls(m)
-        out._r = np.zeros((m + 1, m + 1))
-        out._r[:m, :m] = r
-        out._r[:m, m] = qtb
-        out._r[m, m] = np.sqrt(max(residual, 0.0))
+        last = xp.zeros((1, m + 1), dtype=r.dtype, device=array_api_compat.device(r))
+        last[0, m] = max(float(residual), 0.0) ** 0.5
+        out._r = xp.concat([xp.concat([r, qtb[:, None]], axis=1), last], axis=0)
         return out
 
-    def add_rows(self, a: np.ndarray, b: np.ndarray) -> None:
+    def add_rows(self, a, b) -> None:
         """Fold rows ``a`` (shape (k, M)) with right-hand side ``b`` (shape (k,))."""
-        if len(a) == 0:
+        if a.shape[0] == 0:
             return
-        block = np.hstack([a, b[:, None]])
-        stacked = np.vstack([self._r, block])
-        self._r = scipy.linalg.qr(stacked, mode="r", overwrite_a=True, check_finite=False)[0][
-            : self.n_columns + 1
-        ]
-        self.n_rows += len(a)
-        self.sum_b2 += float(b @ b)
+        xp = namespace(a, b)
+        block = xp.concat([a, b[:, None]], axis=1)
+        stacked = block if self._r is None else xp.concat([self._r, block], axis=0)
+        self._r = self._top(qr_r(xp, stacked))
+        self.n_rows += a.shape[0]
+        self.sum_b2 += float(xp.sum(b * b))
 
     def merge(self, other: StreamingQR) -> None:
         """Fold another accumulator's R into this one (tree reduction)."""
-        stacked = np.vstack([self._r, other._r])
-        self._r = scipy.linalg.qr(stacked, mode="r", check_finite=False)[0][: self.n_columns + 1]
+        if other._r is None:
+            return
+        if self._r is None:
+            self._r = other._r
+        else:
+            xp = namespace(self._r, other._r)
+            stacked = xp.concat([self._r, other._r], axis=0)
+            self._r = self._top(qr_r(xp, stacked))
         self.n_rows += other.n_rows
         self.sum_b2 += other.sum_b2
 
-    @property
-    def r(self) -> np.ndarray:
-        """Upper-triangular R of shape (M, M)."""
+    def _top(self, r):
+        """The first M + 1 rows of a QR's R (those below are zero)."""
+        return r[: self.n_columns + 1, ...] if r.shape[0] > self.n_columns + 1 else r
+
+    def _padded(self):
+        """``_r`` padded with zero rows to (M + 1, M + 1) (NumPy when nothing was added)."""
         m = self.n_columns
-        out = np.zeros((m, m))
-        k = min(m, len(self._r))
-        out[:k] = self._r[:k, :m]
-        return out
+        if self._r is None:
+            return np.zeros((m + 1, m + 1))
+        xp = namespace(self._r)
+        k = self._r.shape[0]
+        if k >= m + 1:
+            return self._r
+        pad = xp.zeros((m + 1 - k, m + 1), dtype=self._r.dtype,
+                       device=array_api_compat.device(self._r))
+        return xp.concat([self._r, pad], axis=0)
 
     @property
-    def qtb(self) -> np.ndarray:
+    def r(self):
+        """Upper-triangular R of shape (M, M)."""
+        m = self.n_columns
+        return self._padded()[:m, :m]
+
+    @property
+    def qtb(self):
         """``Q^T b`` of shape (M,)."""
         m = self.n_columns
-        out = np.zeros(m)
-        k = min(m, len(self._r))
-        out[:k] = self._r[:k, m]
-        return out
+        return self._padded()[:m, m]
 
     @property
     def residual(self) -> float:
         """``|b - A alpha|^2`` at the solution (``b^T b - |Q^T b|^2``)."""
         m = self.n_columns
-        return float(self._r[m, m] ** 2) if len(self._r) > m else 0.0
+        return float(self._padded()[m, m] ** 2)
 
-    def solve(self) -> np.ndarray:
+    def solve(self):
         """Weights ``alpha = R^-1 Q^T b``."""
         r = self.r
-        diag = np.abs(np.diag(r))
-        if len(diag) and diag.min() <= diag.max() * 1e-14:
+        xp = namespace(r)
+        diag = xp.abs(xp.linalg.diagonal(r))
+        if diag.shape[0] and float(xp.min(diag)) <= float(xp.max(diag)) * 1e-14:
             raise NumericalError(
                 "The least-squares system is singular: a sparse point carries no "
                 "information. Increase 'jitter' or reduce 'n_sparse'."
             )
-        return scipy.linalg.solve_triangular(r, self.qtb, lower=False, check_finite=False)
+        return solve_triangular(xp, r, self.qtb, lower=False)
 
 
-def log_marginal_likelihood(
-    solver: StreamingQR, l_factor: np.ndarray, sigma: np.ndarray
-) -> float:
+def log_marginal_likelihood(solver: StreamingQR, l_factor, sigma) -> float:
     """Log marginal likelihood of the data under the sparse GP (DTC/SoR prior).
 
     ``y ~ N(0, K_NM K_MM^-1 K_MN + Lambda)``. With the factors of the fit,
@@ -139,10 +166,12 @@ def log_marginal_likelihood(
     sigma : ndarray of shape (n,)
         Noise standard deviation of each data row.
     """
-    n = len(sigma)
+    n = sigma.shape[0]
+    xp = namespace(l_factor)
+    r = solver.r
     log_det = (
-        2.0 * np.sum(np.log(sigma))
-        + 2.0 * np.sum(np.log(np.abs(np.diag(solver.r))))
-        - 2.0 * np.sum(np.log(np.diag(l_factor)))
+        2.0 * float(np.sum(np.log(to_numpy(sigma))))
+        + 2.0 * float(xp.sum(xp.log(xp.abs(xp.linalg.diagonal(r)))))
+        - 2.0 * float(xp.sum(xp.log(xp.linalg.diagonal(l_factor))))
     )
     return float(-0.5 * solver.residual - 0.5 * log_det - 0.5 * n * np.log(2.0 * np.pi))

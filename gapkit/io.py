@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backend import resolve_device
 from .exceptions import InvalidStructureError, ModelFileError
 
 __all__ = ["save_model", "load", "read_structures", "SCHEMA_VERSION"]
@@ -90,12 +91,15 @@ def save_model(model, path) -> None:
             os.remove(tmp)
 
 
-def load(path):
+def load(path, device: str | None = None):
     """Read a model written by :meth:`GAPRegressor.save`.
 
     Parameters
     ----------
     path : str or path-like
+    device : {"cpu", "cuda", "auto"}, optional
+        Where the loaded model computes; by default the ``device`` it was
+        saved with (models are portable: the arrays are stored on the host).
 
     Returns
     -------
@@ -152,6 +156,8 @@ def load(path):
         raise ModelFileError(f"{path}: the arrays' shapes do not agree with each other.")
 
     params = dict(header["params"])
+    if device is not None:
+        params["device"] = device
     descriptor = SOAP(**params.pop("descriptor"))
     baseline = params.pop("baseline")
     model = GAPRegressor(descriptor=descriptor, **params)
@@ -171,7 +177,7 @@ def load(path):
     model.delta_ = arrays["delta"]
     model.coefficients_ = arrays["coefficients"]
     model.r_factor_ = arrays["r_factor"]
-    model.sparse_cholesky_ = model._sparse_cholesky()
+    model.sparse_cholesky_ = model._sparse_cholesky(resolve_device("cpu"))
     model.std_scale_ = float(header.get("std_scale", 1.0))
     model.qtb_ = arrays["qtb"]
     model.residual_ = float(header["residual"])

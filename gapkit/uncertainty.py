@@ -9,13 +9,17 @@ row ``k`` (an energy row, a local-energy row or a force row) has variance
 
 where ``k**`` is the prior variance of ``f`` under the full kernel. The DTC form
 grows back to the prior far from the sparse points; SOR shrinks to zero there.
+
+Every function follows the array API (NumPy, CuPy, ...): the namespace is that
+of the factor or feature arrays passed in.
 """
 
 from __future__ import annotations
 
+import array_api_compat
 import numpy as np
-import scipy.linalg
 
+from .backend import namespace, solve_triangular
 from .descriptors import StructureDescriptor
 
 __all__ = [
@@ -26,42 +30,49 @@ __all__ = [
 ]
 
 
-def sor_variance(rows: np.ndarray, r_factor: np.ndarray) -> np.ndarray:
+def sor_variance(rows, r_factor):
     """``|R^-T k|^2`` for each row ``k`` of ``rows`` (shape (n, M))."""
-    x = scipy.linalg.solve_triangular(r_factor, rows.T, trans="T", lower=False,
-                                      check_finite=False)
-    return np.einsum("mn,mn->n", x, x)
+    xp = namespace(rows, r_factor)
+    x = solve_triangular(xp, r_factor, rows.T, lower=False, trans=True)
+    return xp.sum(x * x, axis=0)
 
 
-def nystrom_variance(rows: np.ndarray, l_factor: np.ndarray) -> np.ndarray:
+def nystrom_variance(rows, l_factor):
     """``|L^-1 k|^2`` for each row ``k``: the part of the prior the sparse points explain."""
-    x = scipy.linalg.solve_triangular(l_factor, rows.T, lower=True, check_finite=False)
-    return np.einsum("mn,mn->n", x, x)
+    xp = namespace(rows, l_factor)
+    x = solve_triangular(xp, l_factor, rows.T, lower=True)
+    return xp.sum(x * x, axis=0)
 
 
-def energy_prior_variance(
-    features: np.ndarray, numbers: np.ndarray, zeta: int, delta: dict[int, float]
-) -> tuple[np.ndarray, float]:
+def energy_prior_variance(features, numbers: np.ndarray, zeta: int, delta: dict[int, float]):
     """Prior variances of the local energies and of their sum.
+
+    Parameters
+    ----------
+    features : array of shape (n_atoms, n_features)
+        Normalised descriptors, in any array-API namespace.
+    numbers : ndarray of shape (n_atoms,)
+        Atomic numbers (host array).
 
     Returns
     -------
-    local : ndarray of shape (n_atoms,)
-        ``delta_s^2`` (unit-length descriptors).
+    local : array of shape (n_atoms,)
+        ``delta_s^2`` (unit-length descriptors), in the namespace of ``features``.
     total : float
         ``sum_{i,i'} k(q_i, q_i')`` over pairs of the same species.
     """
-    local = np.array([delta[int(z)] ** 2 for z in numbers])
+    xp = namespace(features)
+    dev = array_api_compat.device(features)
+    local = xp.asarray(np.array([delta[int(z)] ** 2 for z in numbers], dtype=float), device=dev)
     total = 0.0
     for z in np.unique(numbers):
-        q = features[numbers == z]
-        total += delta[int(z)] ** 2 * float(np.sum((q @ q.T) ** zeta))
+        q = xp.take(features, xp.asarray(np.flatnonzero(numbers == z), device=dev), axis=0)
+        total += delta[int(z)] ** 2 * float(xp.sum((q @ q.T) ** zeta))
     return local, total
 
 
-def force_prior_variance(
-    desc: StructureDescriptor, zeta: int, delta: dict[int, float]
-) -> np.ndarray:
+def force_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float],
+                         xp=None):
     """Prior variance of each force component, shape (n_atoms, 3).
 
     ``F_jb = -sum_i grad eps(q_i) . D_i`` with ``D_i = dq_i/dr_jb``, so
@@ -69,23 +80,38 @@ def force_prior_variance(
     derivative of the kernel ``H = delta^2 zeta [s^(zeta-1) I +
     (zeta-1) s^(zeta-2) q_i' q_i^T]``, ``s = q_i . q_i'``, over centres of the
     same species.
+
+    Parameters
+    ----------
+    xp : array namespace, optional
+        Where to compute (NumPy when None); the descriptor's host arrays are
+        moved there one atom at a time.
     """
+    xp = namespace(np.empty(0)) if xp is None else xp
     n_atoms = len(desc.numbers)
-    out = np.zeros((n_atoms, 3))
     order = np.argsort(desc.neighbour, kind="stable")
     bounds = np.searchsorted(desc.neighbour[order], np.arange(n_atoms + 1))
+    out = []
     for j in range(n_atoms):
         pairs = order[bounds[j] : bounds[j + 1]]
         centres = desc.centre[pairs]
         z = desc.numbers[centres]
-        q = desc.features[centres]
-        same = z[:, None] == z[None, :]
+        same_host = z[:, None] == z[None, :]
         d2 = np.array([delta[int(x)] ** 2 for x in z])
-        s = np.where(same, q @ q.T, 0.0)
-        c1 = d2[:, None] * zeta * s ** (zeta - 1) * same
-        c2 = d2[:, None] * zeta * (zeta - 1) * s ** max(zeta - 2, 0) * same
+        q = xp.asarray(desc.features[centres])
+        dev = array_api_compat.device(q)
+        same = xp.asarray(same_host, device=dev)
+        s = xp.where(same, q @ q.T, 0.0)
+        d2_col = xp.asarray(d2[:, None] * same_host, device=dev)
+        c1 = d2_col * zeta * s ** (zeta - 1)
+        c2 = d2_col * (zeta * (zeta - 1)) * s ** max(zeta - 2, 0)
+        a = xp.asarray(desc.dq_dr[pairs], device=dev)  # (p, 3, D)
+        comps = []
         for b in range(3):
-            a = desc.dq_dr[pairs, b, :]
-            aq = a @ q.T  # (D_i . q_i')
-            out[j, b] = np.sum(c1 * (a @ a.T)) + np.sum(c2 * aq * aq.T)
-    return out
+            ab = a[:, b, :]
+            aq = ab @ q.T  # (D_i . q_i')
+            comps.append(xp.sum(c1 * (ab @ ab.T)) + xp.sum(c2 * aq * aq.T))
+        out.append(xp.stack(comps))
+    if not out:
+        return xp.zeros((0, 3))
+    return xp.stack(out)
