@@ -27,8 +27,9 @@ class GAPCalculator(Calculator):
         A fitted model (or one returned by :func:`gapkit.load`).
     uncertainty : bool, default=False
         Also store the posterior standard deviations as extra results:
-        ``energy_std`` (eV), ``energies_std`` (eV per atom) and ``forces_std``
-        (eV/Å per component), in the model's ``variance`` form.
+        ``energy_std`` (eV), ``energies_std`` (eV per atom), ``forces_std``
+        (eV/Å per component) and, for bulk cells, ``stress_std`` (eV/Å³, Voigt),
+        in the model's ``variance`` form.
     device : {"cpu", "cuda", "auto"}, default=None
         Where predictions run (see ``GAPRegressor(device=...)``); by default
         the model's own setting. The model passed in is not modified.
@@ -92,5 +93,6 @@ class GAPCalculator(Calculator):
         if bulk:
             self.results["stress"] = res["stress"]
         if self.uncertainty:
-            for key in ("energy_std", "energies_std", "forces_std"):
-                self.results[key] = res[key]
+            for key in ("energy_std", "energies_std", "forces_std", "stress_std"):
+                if key in res:
+                    self.results[key] = res[key]

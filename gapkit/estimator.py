@@ -893,14 +893,19 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             return forces, [r["forces_std"] for r in res]
         return forces
 
-    def predict_stress(self, X: Sequence[Atoms]) -> np.ndarray:
+    def predict_stress(self, X: Sequence[Atoms], return_std: bool = False):
         """Stresses in eV/Å³ (ASE sign, Voigt order), shape (n_structures, 6).
 
         Structures that are not periodic in all three directions get NaN.
+        With ``return_std=True`` also the standard deviation of each component
+        (eV/Å³, same shape).
         """
         frames = self._prepare_predict(X, "GAPRegressor.predict_stress")
-        res = self._predict_frames(frames, forces=False, stress=True)
-        return np.array([r.get("stress", np.full(6, np.nan)) for r in res])
+        res = self._predict_frames(frames, forces=False, stress=True, std=return_std)
+        stress = np.array([r.get("stress", np.full(6, np.nan)) for r in res])
+        if return_std:
+            return stress, np.array([r.get("stress_std", np.full(6, np.nan)) for r in res])
+        return stress
 
     def predict_all(
         self, X: Sequence[Atoms], *, stress: bool = True, return_std: bool = False
@@ -909,7 +914,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
 
         Keys: ``energy``, ``energies`` (per atom), ``forces`` and, for bulk
         cells, ``stress``; with ``return_std=True`` also ``energy_std``,
-        ``energies_std`` and ``forces_std``.
+        ``energies_std``, ``forces_std`` and (bulk cells) ``stress_std``.
         """
         frames = self._prepare_predict(X, "GAPRegressor.predict_all")
         return self._predict_frames(frames, forces=True, stress=stress, std=return_std)
@@ -1166,12 +1171,13 @@ def _predict_one(descriptor, atoms, arrays: _ModelArrays, forces, stress, std, n
         v = 0.5 * (v + v.T) / atoms.get_volume()
         out["stress"] = np.array([v[0, 0], v[1, 1], v[2, 2], v[1, 2], v[0, 2], v[0, 1]])
     if std:
-        out.update(_predict_std(desc, arrays, forces))
+        out.update(_predict_std(desc, arrays, forces, atoms.get_volume() if stress else None))
     return out
 
 
-def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
-    """Standard deviations of the local energies, the energy and the forces."""
+def _predict_std(desc, arrays: _ModelArrays, forces: bool, volume: float | None = None) -> dict:
+    """Standard deviations of the local energies, the energy, the forces and (with the
+    cell ``volume``) the stress."""
     xp = namespace(arrays.q_sparse)
     n_atoms = len(desc.numbers)
     m = len(arrays.z_sparse)
@@ -1180,10 +1186,14 @@ def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
     local_rows = local_energy_rows(desc.features, desc.numbers, arrays.q_sparse,
                                    arrays.z_sparse, arrays.delta, arrays.zeta)
     rows = [local_rows, xp.sum(local_rows, axis=0, keepdims=True)]
-    if forces:
-        force_rows = design_rows(desc, arrays.q_sparse, arrays.z_sparse, arrays.delta,
-                                 arrays.zeta, forces=True, virial=False)["forces"]
-        rows.append(xp.reshape(force_rows, (3 * n_atoms, m)))
+    stress = volume is not None
+    if forces or stress:
+        deriv = design_rows(desc, arrays.q_sparse, arrays.z_sparse, arrays.delta,
+                            arrays.zeta, forces=forces, virial=stress)
+        if forces:
+            rows.append(xp.reshape(deriv["forces"], (3 * n_atoms, m)))
+        if stress:
+            rows.append(deriv["virial"])
     stacked = xp.concat(rows, axis=0)
     var = to_numpy(uncertainty.sor_variance(stacked, arrays.r_factor))
     if arrays.variance == "dtc":
@@ -1195,12 +1205,17 @@ def _predict_std(desc, arrays: _ModelArrays, forces: bool) -> dict:
         if forces:
             prior.append(to_numpy(uncertainty.force_prior_variance(
                 desc, arrays.zeta, delta, xp)).ravel())
+        if stress:
+            prior.append(to_numpy(uncertainty.virial_prior_variance(
+                desc, arrays.zeta, delta, xp)))
         var += np.concatenate(prior) - to_numpy(
             uncertainty.nystrom_variance(stacked, arrays.l_factor))
     std = arrays.std_scale * np.sqrt(np.clip(var, 0.0, None))
     out = {"energies_std": std[:n_atoms], "energy_std": float(std[n_atoms])}
     if forces:
-        out["forces_std"] = std[n_atoms + 1 :].reshape(n_atoms, 3)
+        out["forces_std"] = std[n_atoms + 1 : 4 * n_atoms + 1].reshape(n_atoms, 3)
+    if stress:
+        out["stress_std"] = std[len(std) - 6 :] / volume
     return out
 
 

@@ -21,12 +21,14 @@ import numpy as np
 
 from .backend import namespace, solve_triangular
 from .descriptors import StructureDescriptor
+from .units import VOIGT_PAIRS
 
 __all__ = [
     "sor_variance",
     "nystrom_variance",
     "energy_prior_variance",
     "force_prior_variance",
+    "virial_prior_variance",
 ]
 
 
@@ -114,4 +116,33 @@ def force_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, 
         out.append(xp.stack(comps))
     if not out:
         return xp.zeros((0, 3))
+    return xp.stack(out)
+
+
+def virial_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float],
+                          xp=None):
+    """Prior variance of each Voigt component of the virial ``V * stress``, shape (6,).
+
+    The component ``W_ab = sum_i grad eps(q_i) . c_i`` with ``c_i`` the
+    symmetrised strain derivative ``(dq_i/deps_ab + dq_i/deps_ba) / 2``, so
+    ``Var W_ab = sum_{i,i'} c_i^T H(q_i, q_i') c_i'`` with the same mixed second
+    derivative ``H`` as :func:`force_prior_variance`. Costs O(n_atoms^2 n_features).
+    """
+    xp = namespace(np.empty(0)) if xp is None else xp
+    strain = xp.asarray(desc.dq_dstrain)  # (n, 3, 3, D)
+    dev = array_api_compat.device(strain)
+    q = xp.asarray(desc.features, device=dev)
+    z = desc.numbers
+    same_host = z[:, None] == z[None, :]
+    d2 = np.array([delta[int(x)] ** 2 for x in z])
+    same = xp.asarray(same_host, device=dev)
+    s = xp.where(same, q @ q.T, 0.0)
+    d2_col = xp.asarray(d2[:, None] * same_host, device=dev)
+    c1 = d2_col * zeta * s ** (zeta - 1)
+    c2 = d2_col * (zeta * (zeta - 1)) * s ** max(zeta - 2, 0)
+    out = []
+    for a, b in VOIGT_PAIRS:
+        c = 0.5 * (strain[:, a, b, :] + strain[:, b, a, :])  # (n, D)
+        cq = c @ q.T  # (c_i . q_i')
+        out.append(xp.sum(c1 * (c @ c.T)) + xp.sum(c2 * cq * cq.T))
     return xp.stack(out)

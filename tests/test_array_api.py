@@ -147,6 +147,8 @@ def test_variances_on_strict(alloy):
     assert total == pytest.approx(total_np, rel=1e-12)
     close(uncertainty.force_prior_variance(desc, model.zeta, delta, xps),
           uncertainty.force_prior_variance(desc, model.zeta, delta))
+    close(uncertainty.virial_prior_variance(desc, model.zeta, delta, xps),
+          uncertainty.virial_prior_variance(desc, model.zeta, delta))
 
 
 # ------------------------------------------------------------ whole estimator
@@ -187,7 +189,7 @@ def assert_same_model(cpu, dev, frames):
     got = dev.predict_all(frames, return_std=True)
     for r, g in zip(ref, got, strict=True):
         for key in ("energy", "energies", "forces", "stress", "energy_std", "energies_std",
-                    "forces_std"):
+                    "forces_std", "stress_std"):
             np.testing.assert_allclose(g[key], r[key], rtol=1e-10,
                                        atol=1e-10 * np.max(np.abs(r[key])), err_msg=key)
             assert isinstance(g[key], (float, np.ndarray))

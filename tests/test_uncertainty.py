@@ -8,7 +8,8 @@ import scipy.linalg
 from sklearn.base import clone
 
 from gapkit.design import design_rows
-from gapkit.uncertainty import force_prior_variance
+from gapkit.uncertainty import force_prior_variance, virial_prior_variance
+from gapkit.units import VOIGT_PAIRS
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,54 @@ def test_calibrate_makes_force_errors_unit_scaled(cuau_model, cuau_frames):
     z = np.concatenate([(f - a.get_forces()).ravel() / s.ravel()
                         for f, s, a in zip(forces, stds, valid, strict=True)])
     assert np.mean(z**2) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_prior_virial_variance_is_kernel_second_strain_derivative(cuau_model, cuau_frames):
+    """Var of W_ab = dE/dt under the symmetric deformation I + t S_ab, by finite differences."""
+    model = cuau_model
+    soap = model.descriptor_
+    atoms = cuau_frames[6]
+    delta = {int(z): float(d) for z, d in zip(model.sparse_numbers_, model.delta_, strict=True)}
+    analytic = virial_prior_variance(soap.features_and_derivatives(atoms), model.zeta, delta)
+
+    def k_total(a, b):
+        qa, qb = soap.features(a), soap.features(b)
+        return sum(delta[int(z)] ** 2 * np.sum((qa[a.numbers == z] @ qb[b.numbers == z].T)
+                                               ** model.zeta) for z in np.unique(a.numbers))
+
+    def strained(t, a, b):
+        s = np.zeros((3, 3))
+        s[a, b] = s[b, a] = 1.0 if a == b else 0.5
+        out = atoms.copy()
+        out.set_cell(atoms.cell.array @ (np.eye(3) + t * s), scale_atoms=True)
+        return out
+
+    h = 1e-4
+    for k, (a, b) in enumerate(VOIGT_PAIRS):
+        plus, minus = strained(h, a, b), strained(-h, a, b)
+        fd = (k_total(plus, plus) - k_total(plus, minus) - k_total(minus, plus)
+              + k_total(minus, minus)) / (4 * h * h)
+        assert analytic[k] == pytest.approx(fd, rel=1e-4), (a, b)
+
+
+def test_sor_stress_std_matches_monte_carlo_over_weights(sor_model, cuau_frames):
+    atoms = cuau_frames[3]
+    model = sor_model
+    desc = model.descriptor_.features_and_derivatives(atoms)
+    rows = design_rows(desc, model.sparse_features_, model.sparse_numbers_, model.delta_,
+                       model.zeta, forces=False, virial=True)["virial"] / atoms.get_volume()
+    np.testing.assert_allclose(rows @ model.coefficients_, model.predict_stress([atoms])[0],
+                               atol=1e-12)
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((len(model.coefficients_), 4000))
+    samples = model.coefficients_[:, None] + scipy.linalg.solve_triangular(model.r_factor_, z)
+    _, s_std = model.predict_stress([atoms], return_std=True)
+    np.testing.assert_allclose(np.std(rows @ samples, axis=1), s_std[0], rtol=0.08)
+    # DTC adds the prior not explained by the sparse points; the calculator stores it
+    dtc = clone(model).set_params(variance="dtc").fit(cuau_frames)
+    atoms = atoms.copy()
+    atoms.calc = dtc.calculator(uncertainty=True)
+    atoms.get_stress()
+    _, dtc_std = dtc.predict_stress([atoms], return_std=True)
+    np.testing.assert_allclose(atoms.calc.results["stress_std"], dtc_std[0], rtol=1e-10)
+    assert np.all(dtc_std[0] > 0)
