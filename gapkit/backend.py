@@ -137,8 +137,15 @@ def resolve_device(device: str, owner: str = "gapkit") -> Backend:
 
 
 def namespace(*arrays):
-    """The array namespace of ``arrays`` (NumPy for plain Python values)."""
-    return array_api_compat.array_namespace(*arrays)
+    """The array namespace of the array arguments.
+
+    Lists, tuples and Python scalars are ignored (they are NumPy inputs); NumPy
+    when none of the arguments is an array.
+    """
+    found = [a for a in arrays if array_api_compat.is_array_api_obj(a)]
+    if not found:
+        return array_api_compat.array_namespace(np.empty(0))
+    return array_api_compat.array_namespace(*found)
 
 
 def to_numpy(x) -> np.ndarray:

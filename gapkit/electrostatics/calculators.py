@@ -22,6 +22,7 @@ from ase.calculators.calculator import (
 )
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from ..backend import DEVICES, Backend, resolve_device, to_numpy
 from ..exceptions import InvalidParameterError, InvalidStructureError, NonNeutralWarning
 from ..units import COULOMB_CONSTANT, VOIGT_PAIRS
 from .ewald import ewald_reciprocal
@@ -92,6 +93,12 @@ def _validate_parameters(owner, params):
     if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 1):
         raise InvalidParameterError(
             f"{owner}: 'workers' must be None (all CPUs) or an integer ≥ 1; got {workers!r}.")
+    if "device" in params:
+        device = params["device"]
+        if not (isinstance(device, str) and device in DEVICES):
+            raise InvalidParameterError(
+                f"{owner}: 'device' must be one of {', '.join(map(repr, DEVICES))} (\"auto\" "
+                f"picks the GPU when CuPy sees one); got {device!r}.")
 
 
 def _charges_array(owner, charges, atoms):
@@ -227,9 +234,10 @@ class _FixedChargeCalculator(Calculator):
         charges = _charges_array(owner, self.parameters.get("charges"), atoms)
         if self._periodic and len(atoms):
             _warn_if_charged(owner, charges)
-        energies, forces, virial = self._compute(atoms, charges, volume)
-        energies = COULOMB_CONSTANT * energies
-        forces = COULOMB_CONSTANT * forces
+        backend = self._backend(owner)
+        energies, forces, virial = self._compute(atoms, charges, volume, backend)
+        energies = COULOMB_CONSTANT * np.asarray(energies, dtype=float)
+        forces = COULOMB_CONSTANT * np.asarray(forces, dtype=float)
         energy = float(energies.sum())
         if not (math.isfinite(energy) and np.all(np.isfinite(forces))):
             raise InvalidStructureError(
@@ -240,8 +248,31 @@ class _FixedChargeCalculator(Calculator):
         if virial is not None:
             self.results["stress"] = _voigt_stress(virial, volume)
 
-    def _compute(self, atoms, charges, volume):  # pragma: no cover - abstract
+    def _backend(self, owner: str) -> Backend:
+        """The backend of the ``device`` parameter, resolved once per value; sets ``device_``."""
+        device = self.parameters.get("device", "cpu")
+        cached = getattr(self, "_resolved", None)
+        if cached is None or cached[0] != device:
+            cached = (device, resolve_device(device, owner))
+            self._resolved = cached
+        self.device_ = cached[1].device
+        return cached[1]
+
+    def _compute(self, atoms, charges, volume, backend):  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def _to_backend(backend: Backend, positions: np.ndarray, charges: np.ndarray) -> tuple:
+    """Positions and charges as float64 arrays of the backend (no copy on NumPy)."""
+    if backend.is_numpy:
+        return positions, charges
+    xp = backend.xp
+    return backend.asarray(positions, dtype=xp.float64), backend.asarray(charges, dtype=xp.float64)
+
+
+def _to_host(result: tuple) -> tuple:
+    """A tuple of backend arrays as NumPy arrays (waits for the device)."""
+    return tuple(to_numpy(r) for r in result)
 
 
 class Ewald(_FixedChargeCalculator):
@@ -265,6 +296,13 @@ class Ewald(_FixedChargeCalculator):
         Real-space cut-off in Å (chosen from ``accuracy`` when None).
     kcutoff : float, default=None
         Cut-off on ``|m|`` in Å⁻¹, reciprocal lattice without 2π (chosen when None).
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the reciprocal-space sum runs: ``"cpu"`` (NumPy), ``"cuda"``
+        (CuPy on an NVIDIA GPU; :class:`~gapkit.exceptions.DeviceUnavailableError`
+        at the first calculation when CuPy is missing or sees no device) or
+        ``"auto"`` (the GPU when CuPy imports and sees one, else the CPU; the
+        choice is logged on the ``"gapkit"`` logger). The real-space sum always
+        runs on the CPU (numba). Results are NumPy arrays in every case.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator` (e.g. ``label``).
 
@@ -272,6 +310,8 @@ class Ewald(_FixedChargeCalculator):
     ----------
     tuned_ : EwaldParameters
         The parameters used in the last calculation.
+    device_ : {"cpu", "cuda"}
+        The device the last calculation ran on (``device`` resolved).
 
     Notes
     -----
@@ -300,11 +340,11 @@ class Ewald(_FixedChargeCalculator):
     """
 
     def __init__(self, charges=None, *, accuracy=1e-5, alpha=None, cutoff=None, kcutoff=None,
-                 **kwargs):
+                 device="cpu", **kwargs):
         super().__init__(charges=charges, accuracy=accuracy, alpha=alpha, cutoff=cutoff,
-                         kcutoff=kcutoff, **kwargs)
+                         kcutoff=kcutoff, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume):
+    def _compute(self, atoms, charges, volume, backend):
         p = self.parameters
         cell = atoms.cell.array
         tuned = tune_ewald(cell, charges, p["accuracy"], alpha=p["alpha"], cutoff=p["cutoff"],
@@ -312,10 +352,12 @@ class Ewald(_FixedChargeCalculator):
         self.tuned_ = tuned
         if len(atoms) == 0:
             return np.zeros(0), np.zeros((0, 3)), np.zeros(6)
+        # the reciprocal sum first: on a GPU it can run while the CPU does real space
+        positions, q = _to_backend(backend, atoms.positions, charges)
+        reciprocal = ewald_reciprocal(positions, cell, q, tuned.alpha, tuned.kcutoff)
         e_r, f_r, v_r = real_space_sum(atoms.positions, cell, charges, tuned.alpha,
                                        tuned.cutoff)
-        e_k, f_k, v_k = ewald_reciprocal(atoms.positions, cell, charges, tuned.alpha,
-                                         tuned.kcutoff)
+        e_k, f_k, v_k = _to_host(reciprocal)
         return _assemble(charges, volume, tuned.alpha, e_r + e_k, f_r + f_k, v_r + v_k)
 
 
@@ -343,8 +385,19 @@ class PME(_FixedChargeCalculator):
     mesh : sequence of 3 int, default=None
         Mesh points along the three lattice vectors (chosen when None).
     workers : int, default=None
-        Threads for the FFTs (None: all CPUs). The numba kernels use numba's
-        thread count (``NUMBA_NUM_THREADS``).
+        Threads for the FFTs on the CPU (None: all CPUs). The numba kernels use
+        numba's thread count (``NUMBA_NUM_THREADS``).
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the mesh (reciprocal-space) part runs: ``"cpu"`` (numba kernels
+        and :mod:`scipy.fft`), ``"cuda"`` (CUDA kernels for charge spreading and
+        force gathering and ``cupy.fft``, through CuPy on an NVIDIA GPU;
+        :class:`~gapkit.exceptions.DeviceUnavailableError` at the first
+        calculation when CuPy is missing or sees no device) or ``"auto"`` (the
+        GPU when CuPy imports and sees one, else the CPU; the choice is logged on
+        the ``"gapkit"`` logger). The real-space sum always runs on the CPU
+        (numba), after the GPU work is launched, so the two can overlap.
+        Results are NumPy arrays in every case, equal on both devices to
+        round-off (1e-10 relative is checked).
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
 
@@ -352,6 +405,8 @@ class PME(_FixedChargeCalculator):
     ----------
     tuned_ : PMEParameters
         The parameters used in the last calculation.
+    device_ : {"cpu", "cuda"}
+        The device the last calculation ran on (``device`` resolved).
 
     Notes
     -----
@@ -378,11 +433,11 @@ class PME(_FixedChargeCalculator):
     """
 
     def __init__(self, charges=None, *, accuracy=1e-5, order=None, alpha=None, cutoff=None,
-                 mesh=None, workers=None, **kwargs):
+                 mesh=None, workers=None, device="cpu", **kwargs):
         super().__init__(charges=charges, accuracy=accuracy, order=order, alpha=alpha,
-                         cutoff=cutoff, mesh=mesh, workers=workers, **kwargs)
+                         cutoff=cutoff, mesh=mesh, workers=workers, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume):
+    def _compute(self, atoms, charges, volume, backend):
         p = self.parameters
         cell = atoms.cell.array
         tuned = tune_pme(cell, charges, p["accuracy"], order=p["order"], alpha=p["alpha"],
@@ -390,10 +445,13 @@ class PME(_FixedChargeCalculator):
         self.tuned_ = tuned
         if len(atoms) == 0:
             return np.zeros(0), np.zeros((0, 3)), np.zeros(6)
+        # the mesh part first: on a GPU it can run while the CPU does real space
+        positions, q = _to_backend(backend, atoms.positions, charges)
+        reciprocal = pme_reciprocal(positions, cell, q, tuned.alpha, tuned.mesh, tuned.order,
+                                    workers=p["workers"])
         e_r, f_r, v_r = real_space_sum(atoms.positions, cell, charges, tuned.alpha,
                                        tuned.cutoff)
-        e_k, f_k, v_k = pme_reciprocal(atoms.positions, cell, charges, tuned.alpha,
-                                       tuned.mesh, tuned.order, workers=p["workers"])
+        e_k, f_k, v_k = _to_host(reciprocal)
         return _assemble(charges, volume, tuned.alpha, e_r + e_k, f_r + f_k, v_r + v_k)
 
 
@@ -414,8 +472,20 @@ class Coulomb(_FixedChargeCalculator):
     charges : dict or array-like of shape (n_atoms,), default=None
         Charges in e: per chemical symbol, per atom, or None to read
         ``atoms.get_initial_charges()``.
+    device : {"cpu", "cuda", "auto"}, default="cpu"
+        Where the pair sum runs: ``"cpu"`` (numba), ``"cuda"`` (CuPy on an
+        NVIDIA GPU, dense blocks of the pair matrix;
+        :class:`~gapkit.exceptions.DeviceUnavailableError` at the first
+        calculation when CuPy is missing or sees no device) or ``"auto"`` (the
+        GPU when CuPy imports and sees one, else the CPU; the choice is logged on
+        the ``"gapkit"`` logger). Results are NumPy arrays in every case.
     **kwargs
         Passed to :class:`ase.calculators.calculator.Calculator`.
+
+    Attributes
+    ----------
+    device_ : {"cpu", "cuda"}
+        The device the last calculation ran on (``device`` resolved).
 
     Notes
     -----
@@ -436,11 +506,11 @@ class Coulomb(_FixedChargeCalculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces"]
     _periodic = False
 
-    def __init__(self, charges=None, **kwargs):
-        super().__init__(charges=charges, **kwargs)
+    def __init__(self, charges=None, *, device="cpu", **kwargs):
+        super().__init__(charges=charges, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume):
-        energies, forces = pair_sum(atoms.positions, charges)
+    def _compute(self, atoms, charges, volume, backend):
+        energies, forces = _to_host(pair_sum(*_to_backend(backend, atoms.positions, charges)))
         return energies, forces, None
 
 

@@ -26,10 +26,15 @@ import math
 
 import numpy as np
 
+from ._arrays import array_namespace, device_of, host, to_device
+
 __all__ = ["reciprocal_vectors", "ewald_reciprocal"]
 
 #: Largest number of (atom, wave vector) phases held at once.
 _CHUNK_ELEMENTS = 4_000_000
+
+#: Voigt order of the strain components (xx, yy, zz, yz, xz, xy).
+_VOIGT = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
 
 
 def reciprocal_vectors(cell, kcutoff):
@@ -62,13 +67,18 @@ def reciprocal_vectors(cell, kcutoff):
 def ewald_reciprocal(positions, cell, charges, alpha, kcutoff):
     """Reciprocal-space Ewald energies, forces and strain derivative, summed directly.
 
+    Written against the array API: ``positions`` and ``charges`` may be NumPy,
+    CuPy or ``array_api_strict`` arrays (the same namespace for both), and the
+    results are arrays of that namespace on the same device. The wave vectors
+    and their weights are computed on the host with NumPy.
+
     Parameters
     ----------
-    positions : ndarray of shape (n_atoms, 3)
+    positions : array of shape (n_atoms, 3)
         Cartesian positions in Å.
-    cell : ndarray of shape (3, 3)
-        Lattice vectors as rows in Å.
-    charges : ndarray of shape (n_atoms,)
+    cell : array of shape (3, 3)
+        Lattice vectors as rows in Å (any namespace; read on the host).
+    charges : array of shape (n_atoms,)
         Charges in e.
     alpha : float
         Ewald splitting parameter in Å⁻¹.
@@ -77,48 +87,51 @@ def ewald_reciprocal(positions, cell, charges, alpha, kcutoff):
 
     Returns
     -------
-    energies : ndarray of shape (n_atoms,)
+    energies : array of shape (n_atoms,)
         ``½ q_i φ_i`` in e²/Å.
-    forces : ndarray of shape (n_atoms, 3)
+    forces : array of shape (n_atoms, 3)
         In e²/Å².
-    virial : ndarray of shape (6,)
+    virial : array of shape (6,)
         ``∂E_rec/∂ε`` in e²/Å, Voigt order.
     """
-    positions = np.asarray(positions, dtype=float)
-    charges = np.asarray(charges, dtype=float)
-    cell = np.asarray(cell, dtype=float)
+    xp = array_namespace(positions, charges)
+    positions = xp.asarray(positions, dtype=xp.float64)
+    charges = xp.asarray(charges, dtype=xp.float64)
+    cell = host(cell)
+    dev = device_of(charges)
     volume = abs(np.linalg.det(cell))
-    mvec = reciprocal_vectors(cell, kcutoff)
-    n = len(charges)
-    pot = np.zeros(n)
-    forces = np.zeros((n, 3))
-    virial = np.zeros(6)
-    if len(mvec) == 0 or n == 0:
-        return pot, forces, virial
-    msq = np.einsum("ij,ij->i", mvec, mvec)
+    mvec_h = reciprocal_vectors(cell, kcutoff)
+    n = charges.shape[0]
+    pot = xp.zeros(n, dtype=xp.float64, device=dev)
+    forces = xp.zeros((n, 3), dtype=xp.float64, device=dev)
+    if len(mvec_h) == 0 or n == 0:
+        return pot, forces, xp.zeros(6, dtype=xp.float64, device=dev)
+    msq_h = np.einsum("ij,ij->i", mvec_h, mvec_h)
     pi2a2 = math.pi**2 / alpha**2
-    coef = np.exp(-pi2a2 * msq) / (math.pi * volume * msq)
+    coef_h = np.exp(-pi2a2 * msq_h) / (math.pi * volume * msq_h)
+    # strain weight of each wave vector without E(m): 2 (1 + π²m²/α²) / m²
+    svir_h = 2.0 * (1.0 + pi2a2 * msq_h) / msq_h
+    mvec, coef, svir = (to_device(xp, a, charges) for a in (mvec_h, coef_h, svir_h))
     chunk = max(1, _CHUNK_ELEMENTS // max(n, 1))
     energy = 0.0
-    for lo in range(0, len(mvec), chunk):
-        m = mvec[lo: lo + chunk]
-        c = coef[lo: lo + chunk]
+    vir = [0.0] * 6
+    for lo in range(0, len(mvec_h), chunk):
+        hi = min(len(mvec_h), lo + chunk)
+        m = mvec[lo:hi, :]
+        c = coef[lo:hi]
         phase = (2.0 * math.pi) * (positions @ m.T)
-        cos, sin = np.cos(phase), np.sin(phase)
+        cos, sin = xp.cos(phase), xp.sin(phase)
         s_re = charges @ cos
         s_im = charges @ sin
         e_m = c * (s_re**2 + s_im**2)
-        energy += e_m.sum()
-        pot += 2.0 * (cos @ (c * s_re) + sin @ (c * s_im))
-        forces += (4.0 * math.pi) * (
+        energy = energy + xp.sum(e_m)
+        pot = pot + 2.0 * (cos @ (c * s_re) + sin @ (c * s_im))
+        forces = forces + (4.0 * math.pi) * (
             (sin @ (c[:, None] * s_re[:, None] * m)) - (cos @ (c[:, None] * s_im[:, None] * m)))
-        s = 2.0 * e_m * (1.0 + pi2a2 * msq[lo: lo + chunk]) / msq[lo: lo + chunk]
-        virial[0] += s @ (m[:, 0] * m[:, 0])
-        virial[1] += s @ (m[:, 1] * m[:, 1])
-        virial[2] += s @ (m[:, 2] * m[:, 2])
-        virial[3] += s @ (m[:, 1] * m[:, 2])
-        virial[4] += s @ (m[:, 0] * m[:, 2])
-        virial[5] += s @ (m[:, 0] * m[:, 1])
-    virial[:3] -= energy
-    forces *= charges[:, None]
+        s = e_m * svir[lo:hi]
+        for k, (a, b) in enumerate(_VOIGT):
+            vir[k] = vir[k] + s @ (m[:, a] * m[:, b])
+    virial = xp.stack([vir[0] - energy, vir[1] - energy, vir[2] - energy, vir[3], vir[4],
+                       vir[5]])
+    forces = forces * charges[:, None]
     return 0.5 * charges * pot, forces, virial

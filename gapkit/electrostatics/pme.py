@@ -46,13 +46,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
+from typing import Any
 
 import numba as nb
 import numpy as np
 import scipy.fft
 
+from ..backend import index_add
+from ._arrays import array_namespace, device_of, host, is_cupy, is_numpy, to_device
 from .realspace import wrap_positions
-from .splines import _fill_weights, bspline_moduli
+from .splines import _fill_weights, bspline_moduli, bspline_weights_xp
 
 __all__ = ["pme_reciprocal"]
 
@@ -202,13 +206,21 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
                    compute_virial=True):
     """Reciprocal-space Ewald energies, forces and strain derivative by SPME.
 
+    Written against the array API: ``positions`` and ``charges`` may be NumPy,
+    CuPy or ``array_api_strict`` arrays (the same namespace for both), and the
+    results are arrays of that namespace on the same device. NumPy spreads
+    and gathers with numba kernels and transforms with :mod:`scipy.fft`; CuPy
+    with CUDA kernels (:mod:`gapkit.electrostatics._cuda`) and ``cupy.fft``;
+    any other namespace with :func:`gapkit.backend.index_add` and ``take``
+    on dense (atom, p³) index arrays (meant for tests on small meshes).
+
     Parameters
     ----------
-    positions : ndarray of shape (n_atoms, 3)
+    positions : array of shape (n_atoms, 3)
         Cartesian positions in Å.
-    cell : ndarray of shape (3, 3)
-        Lattice vectors as rows in Å.
-    charges : ndarray of shape (n_atoms,)
+    cell : array of shape (3, 3)
+        Lattice vectors as rows in Å (any namespace; read on the host).
+    charges : array of shape (n_atoms,)
         Charges in e.
     alpha : float
         Ewald splitting parameter in Å⁻¹.
@@ -217,20 +229,24 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
     order : int
         Cardinal B-spline order p (4–8).
     workers : int, default=None
-        Threads for the FFTs (``None``: all CPUs).
+        Threads for the FFTs on NumPy (``None``: all CPUs); ignored elsewhere.
     compute_virial : bool, default=True
         Whether to compute the strain derivative (otherwise zeros).
 
     Returns
     -------
-    energies : ndarray of shape (n_atoms,)
+    energies : array of shape (n_atoms,)
         ``½ q_i φ_i`` in e²/Å; they sum to E_rec.
-    forces : ndarray of shape (n_atoms, 3)
+    forces : array of shape (n_atoms, 3)
         In e²/Å².
-    virial : ndarray of shape (6,)
+    virial : array of shape (6,)
         ``∂E_rec/∂ε`` in e²/Å, Voigt order; the stress is ``virial / V``.
     """
-    cell = np.asarray(cell, dtype=float)
+    xp = array_namespace(positions, charges)
+    if not is_numpy(xp):
+        return _pme_reciprocal_xp(xp, positions, cell, charges, alpha, mesh, order,
+                                  compute_virial)
+    cell = host(cell)
     charges = np.ascontiguousarray(charges, dtype=float)
     mesh = np.asarray(mesh, dtype=np.int64)
     order = int(order)
@@ -256,3 +272,139 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
     if not compute_virial:
         virial = np.zeros(6)
     return 0.5 * charges * pot, forces, virial
+
+
+# ------------------------------------------------------------ any array namespace
+
+
+def _spline_tables_xp(xp: Any, frac: Any, mesh: tuple[int, int, int],
+                      order: int) -> tuple[list, list, list]:
+    """Grid indices, weights and derivatives: three lists of 3 arrays of shape (n, order).
+
+    The array-API counterpart of :func:`_spline_tables` (same formulas); item a
+    of each list belongs to mesh axis a.
+    """
+    tables_idx, tables_w, tables_d = [], [], []
+    dev = device_of(frac)
+    shift = xp.arange(order, dtype=xp.int64, device=dev)
+    for a in range(3):
+        u = frac[:, a] * float(mesh[a])
+        base = xp.floor(u)
+        w, d = bspline_weights_xp(xp, u - base, order)
+        tables_idx.append((xp.astype(base, xp.int64)[:, None] - shift[None, :]) % mesh[a])
+        tables_w.append(w)
+        tables_d.append(d)
+    return tables_idx, tables_w, tables_d
+
+
+def _influence_xp(xp: Any, fq: Any, recip: np.ndarray, alpha: float, volume: float,
+                  mesh: tuple[int, int, int], order: int, want_virial: bool) -> tuple[Any, Any]:
+    """Array-API counterpart of :func:`_influence`: returns ``G·Q̂`` and the strain derivative.
+
+    Everything that depends on one mesh axis only (the integer frequencies
+    times the reciprocal vectors, the spline moduli, the half-spectrum weights)
+    is computed on the host; the mesh-sized work runs in ``xp``.
+    """
+    k0, k1, k2 = (int(k) for k in mesh)
+    k2h = fq.shape[2]
+    pi2a2 = math.pi * math.pi / (alpha * alpha)
+    pref = 1.0 / (math.pi * volume)
+    freq = []
+    for k in (k0, k1, k2):
+        i = np.arange(k)
+        freq.append(np.where(2 * i <= k, i, i - k).astype(float))
+    freq[2] = freq[2][:k2h]
+    bsq = [bspline_moduli(k, order) for k in (k0, k1, k2)]
+    b01 = to_device(xp, bsq[0][:, None] * bsq[1][None, :], fq)
+    b2 = to_device(xp, bsq[2][:k2h], fq)
+    weight = np.full(k2h, 2.0)
+    weight[0] = 1.0
+    if 2 * (k2h - 1) == k2:
+        weight[k2h - 1] = 1.0
+    half_weight = to_device(xp, 0.5 * weight, fq)
+    comps = []
+    for x in range(3):
+        c0 = to_device(xp, freq[0] * recip[0, x], fq)
+        c1 = to_device(xp, freq[1] * recip[1, x], fq)
+        c2 = to_device(xp, freq[2] * recip[2, x], fq)
+        comps.append(c0[:, None, None] + c1[None, :, None] + c2[None, None, :])
+    mx, my, mz = comps
+    msq = mx * mx + my * my + mz * mz
+    origin = msq == 0.0
+    safe = xp.where(origin, xp.ones_like(msq), msq)
+    g = pref * xp.exp(-pi2a2 * msq) / safe * b01[:, :, None] * b2[None, None, :]
+    g = xp.where(origin, xp.zeros_like(g), g)
+    dev = device_of(fq)
+    if want_virial:
+        em = half_weight[None, None, :] * g * (xp.real(fq) ** 2 + xp.imag(fq) ** 2)
+        energy = xp.sum(em)
+        s = 2.0 * em * (1.0 + pi2a2 * msq) / safe
+        virial = xp.stack([xp.sum(s * mx * mx) - energy, xp.sum(s * my * my) - energy,
+                           xp.sum(s * mz * mz) - energy, xp.sum(s * my * mz),
+                           xp.sum(s * mx * mz), xp.sum(s * mx * my)])
+    else:
+        virial = xp.zeros(6, dtype=xp.float64, device=dev)
+    return fq * g, virial
+
+
+def _pme_reciprocal_xp(xp: Any, positions: Any, cell: Any, charges: Any, alpha: float,
+                       mesh: Sequence[int], order: int, compute_virial: bool) -> tuple:
+    """:func:`pme_reciprocal` for a namespace other than NumPy."""
+    positions = xp.asarray(positions, dtype=xp.float64)
+    charges = xp.asarray(charges, dtype=xp.float64)
+    cell = host(cell)
+    mesh = tuple(int(k) for k in mesh)
+    order = int(order)
+    dev = device_of(charges)
+    n = charges.shape[0]
+    if n == 0:
+        return (xp.zeros(0, dtype=xp.float64, device=dev),
+                xp.zeros((0, 3), dtype=xp.float64, device=dev),
+                xp.zeros(6, dtype=xp.float64, device=dev))
+    volume = float(abs(np.linalg.det(cell)))  # Python floats: NumPy scalars would
+    recip = np.linalg.inv(cell).T  # turn other namespaces' arrays into NumPy arrays
+    frac, _ = wrap_positions(positions, cell)
+    idx, wts, der = _spline_tables_xp(xp, frac, mesh, order)
+    if is_cupy(xp):
+        from . import _cuda
+
+        tables = [xp.stack(t) for t in (idx, wts, der)]  # (3, n, p), C-contiguous
+        grid = _cuda.spread(charges, tables[0], tables[1], mesh)
+    else:
+        flat = xp.reshape(_flat_indices(xp, idx, mesh), (-1,))
+        values = (charges[:, None, None, None] * wts[0][:, :, None, None]
+                  * wts[1][:, None, :, None] * wts[2][:, None, None, :])
+        grid = index_add(xp, flat, xp.reshape(values, (-1,)), math.prod(mesh))
+        grid = xp.reshape(grid, mesh)
+    fq = xp.fft.rfftn(grid, axes=(0, 1, 2))
+    fq, virial = _influence_xp(xp, fq, recip, float(alpha), volume, mesh, order,
+                               bool(compute_virial))
+    phi = xp.fft.irfftn(fq, s=mesh, axes=(0, 1, 2)) * float(math.prod(mesh))
+    if is_cupy(xp):
+        pot, grad = _cuda.gather(phi, *tables, mesh)
+        g0, g1, g2 = grad[:, 0], grad[:, 1], grad[:, 2]
+    else:
+        v = xp.reshape(xp.take(xp.reshape(phi, (-1,)), flat), (n, order, order, order))
+        s = xp.sum(wts[2][:, None, None, :] * v, axis=3)
+        s2 = xp.sum(der[2][:, None, None, :] * v, axis=3)
+        w0, d0 = wts[0][:, :, None], der[0][:, :, None]
+        w1, d1 = wts[1][:, None, :], der[1][:, None, :]
+        pot = xp.sum(w0 * w1 * s, axis=(1, 2))
+        g0 = xp.sum(d0 * w1 * s, axis=(1, 2))
+        g1 = xp.sum(w0 * d1 * s, axis=(1, 2))
+        g2 = xp.sum(w0 * w1 * s2, axis=(1, 2))
+    scale = recip * np.asarray(mesh, dtype=float)[:, None]  # rows ∂u_a/∂r
+    scale = scale.tolist()
+    cols = [g0 * scale[0][x] + g1 * scale[1][x] + g2 * scale[2][x] for x in range(3)]
+    forces = -charges[:, None] * xp.stack(cols, axis=1)
+    return 0.5 * charges * pot, forces, virial
+
+
+def _flat_indices(xp: Any, idx: list, mesh: tuple[int, int, int]) -> Any:
+    """Flat mesh index of every (atom, a, b, c) spline point, shape (n, p, p, p).
+
+    ``idx`` holds the three per-axis index arrays of shape (n, p).
+    """
+    k1, k2 = mesh[1], mesh[2]
+    return ((idx[0][:, :, None, None] * k1 + idx[1][:, None, :, None]) * k2
+            + idx[2][:, None, None, :])

@@ -29,10 +29,13 @@ serves both the energy and the force.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba as nb
 import numpy as np
 from scipy.special import erfcx
+
+from ._arrays import array_namespace, device_of, host, is_numpy, to_device
 
 __all__ = ["wrap_positions", "real_space_sum", "pair_sum"]
 
@@ -45,22 +48,31 @@ def wrap_positions(positions, cell):
 
     Parameters
     ----------
-    positions : ndarray of shape (n_atoms, 3)
-        Cartesian positions in Å.
-    cell : ndarray of shape (3, 3)
+    positions : array of shape (n_atoms, 3)
+        Cartesian positions in Å, of any array namespace (NumPy, CuPy,
+        ``array_api_strict``); the results are of the same namespace.
+    cell : array of shape (3, 3)
         Lattice vectors as rows, in Å.
 
     Returns
     -------
-    frac : ndarray of shape (n_atoms, 3)
+    frac : array of shape (n_atoms, 3)
         Fractional coordinates, each in [0, 1).
-    wrapped : ndarray of shape (n_atoms, 3)
+    wrapped : array of shape (n_atoms, 3)
         ``frac @ cell``, the positions folded into the cell.
     """
-    frac = np.asarray(positions, dtype=float) @ np.linalg.inv(cell)
-    frac -= np.floor(frac)
-    frac[frac >= 1.0] = 0.0  # rounding of values just below an integer
-    return frac, frac @ cell
+    xp = array_namespace(positions)
+    cell = host(cell)
+    if is_numpy(xp):
+        frac = np.asarray(positions, dtype=float) @ np.linalg.inv(cell)
+        frac -= np.floor(frac)
+        frac[frac >= 1.0] = 0.0  # rounding of values just below an integer
+        return frac, frac @ cell
+    positions = xp.asarray(positions, dtype=xp.float64)
+    frac = positions @ to_device(xp, np.linalg.inv(cell), positions)
+    frac = frac - xp.floor(frac)
+    frac = xp.where(frac >= 1.0, xp.zeros_like(frac), frac)
+    return frac, frac @ to_device(xp, cell, positions)
 
 
 def _bin_atoms(frac, cell, cutoff):
@@ -315,25 +327,62 @@ def _pair_kernel(x, q):  # pragma: no cover
     return energies, forces
 
 
+#: Largest number of pair distances held at once by the array-API pair sum.
+_PAIR_CHUNK_ELEMENTS = 4_000_000
+
+
 def pair_sum(positions, charges):
     """Plain Coulomb sum over all pairs of a finite (non-periodic) system.
 
     Parameters
     ----------
-    positions : ndarray of shape (n_atoms, 3)
-        Cartesian positions in Å.
-    charges : ndarray of shape (n_atoms,)
+    positions : array of shape (n_atoms, 3)
+        Cartesian positions in Å. NumPy arrays use a numba kernel; arrays of
+        any other namespace (CuPy, ``array_api_strict``) a dense array-API
+        formulation in blocks of rows, with results of the same namespace.
+    charges : array of shape (n_atoms,)
         Charges in e.
 
     Returns
     -------
-    energies : ndarray of shape (n_atoms,)
+    energies : array of shape (n_atoms,)
         ``½ q_i Σ_{j≠i} q_j / r_ij`` in e²/Å.
-    forces : ndarray of shape (n_atoms, 3)
+    forces : array of shape (n_atoms, 3)
         ``-q_i Σ_{j≠i} q_j (r_j - r_i) / r_ij³`` in e²/Å².
     """
+    xp = array_namespace(positions, charges)
+    if not is_numpy(xp):
+        return _pair_sum_xp(xp, xp.asarray(positions, dtype=xp.float64),
+                            xp.asarray(charges, dtype=xp.float64))
     x = np.ascontiguousarray(positions, dtype=float)
     q = np.ascontiguousarray(charges, dtype=float)
     if len(q) == 0:
         return np.zeros(0), np.zeros((0, 3))
     return _pair_kernel(x, q)
+
+
+def _pair_sum_xp(xp: Any, x: Any, q: Any) -> tuple[Any, Any]:
+    """:func:`pair_sum` in array-API operations, ``chunk`` rows of the pair matrix at a time."""
+    n = q.shape[0]
+    dev = device_of(q)
+    if n == 0:
+        return xp.zeros(0, dtype=xp.float64, device=dev), xp.zeros(
+            (0, 3), dtype=xp.float64, device=dev)
+    chunk = max(1, _PAIR_CHUNK_ELEMENTS // (3 * n))
+    cols = xp.arange(n, device=dev)
+    energies, forces = [], []
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        d = x[None, :, :] - x[lo:hi, None, :]  # d[i, j] = r_j - r_i
+        r2 = xp.sum(d * d, axis=2)
+        own = xp.arange(lo, hi, device=dev)[:, None] == cols[None, :]
+        r2 = xp.where(own, xp.ones_like(r2), r2)
+        r = xp.sqrt(r2)
+        zero = xp.zeros_like(r2)
+        e = xp.sum(xp.where(own, zero, q[None, :] / r), axis=1)
+        g = xp.where(own, zero, -q[None, :] / (r2 * r))
+        f = xp.sum(g[:, :, None] * d, axis=1)
+        qi = q[lo:hi]
+        energies.append(0.5 * qi * e)
+        forces.append(qi[:, None] * f)
+    return xp.concat(energies), xp.concat(forces, axis=0)

@@ -25,10 +25,12 @@ mean of its neighbours.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba as nb
 import numpy as np
 
-__all__ = ["bspline_weights", "bspline_moduli"]
+__all__ = ["bspline_weights", "bspline_weights_xp", "bspline_moduli"]
 
 
 @nb.njit(cache=True, inline="always")
@@ -85,6 +87,45 @@ def bspline_weights(w, order):
         ``M_p'(w + j)`` (derivative with respect to u).
     """
     return _weights_many(np.ascontiguousarray(w, dtype=float), int(order))
+
+
+def bspline_weights_xp(xp: Any, w: Any, order: int) -> tuple[Any, Any]:
+    """Cardinal B-spline weights and derivatives for any array namespace.
+
+    The same recursion as :func:`bspline_weights` (and in the same order of
+    operations), vectorised over the offsets, so it runs on NumPy, CuPy and
+    ``array_api_strict`` alike.
+
+    Parameters
+    ----------
+    xp : module
+        Array namespace of ``w``.
+    w : array of shape (n,)
+        Offsets ``u - floor(u)`` in [0, 1), grid units.
+    order : int
+        Spline order p (≥ 2).
+
+    Returns
+    -------
+    weights : array of shape (n, order)
+        ``M_p(w + j)``.
+    derivatives : array of shape (n, order)
+        ``M_p'(w + j)`` (derivative with respect to u).
+    """
+    order = int(order)
+    zero = xp.zeros_like(w)
+    weights = [w, 1.0 - w] + [zero] * (order - 2)
+    derivs = [zero] * order
+    for n in range(3, order + 1):
+        if n == order:
+            derivs = [weights[0]] + [weights[j] - weights[j - 1] for j in range(1, order)]
+        inv = 1.0 / (n - 1)
+        for j in range(n - 1, 0, -1):
+            weights[j] = ((w + j) * weights[j] + (n - w - j) * weights[j - 1]) * inv
+        weights[0] = w * weights[0] * inv
+    if order == 2:
+        derivs = [zero + 1.0, zero - 1.0]
+    return xp.stack(weights, axis=-1), xp.stack(derivs, axis=-1)
 
 
 def _spline_at_integers(order):
