@@ -8,13 +8,14 @@ call; any other string is the address of a running scheduler
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
 from .exceptions import InvalidParameterError
 from .gp import StreamingQR
 
-__all__ = ["dask_client", "map_ordered", "tree_reduce_qr"]
+__all__ = ["dask_client", "map_ordered", "reduce_blocks_qr"]
 
 
 @contextmanager
@@ -65,12 +66,41 @@ def _merge(a: StreamingQR, b: StreamingQR) -> StreamingQR:
     return out
 
 
-def tree_reduce_qr(client, futures: list):
-    """Merge R factors pairwise on the workers until one is left (TSQR)."""
-    while len(futures) > 1:
-        paired = [client.submit(_merge, futures[k], futures[k + 1], pure=False)
-                  for k in range(0, len(futures) - 1, 2)]
-        if len(futures) % 2:
-            paired.append(futures[-1])
-        futures = paired
-    return futures[0]
+def reduce_blocks_qr(client, func: Callable, blocks: Iterable, *args,
+                     window: int = 4) -> StreamingQR:
+    """``func(block, *args)`` (a :class:`StreamingQR`) for every block on the
+    workers, merged as a tree while the blocks come in.
+
+    At most ``window`` blocks are in flight, and finished ones are merged at
+    once like the digits of a binary counter (two partial results of the same
+    level become one of the next), so the R factors held at any time number
+    about ``window + log2(n_blocks)``, whatever the number of blocks: memory
+    does not grow with the data set.
+    """
+    from dask.distributed import wait
+
+    stack: list[tuple[int, object]] = []  # (level, future) of partial reductions
+    in_flight: deque = deque()
+
+    def push(future):
+        level = 0
+        while stack and stack[-1][0] == level:
+            _, left = stack.pop()
+            future = client.submit(_merge, left, future, pure=False)
+            level += 1
+        stack.append((level, future))
+
+    for block in blocks:
+        in_flight.append(client.submit(func, block, *args, pure=False))
+        if len(in_flight) >= window:
+            oldest = in_flight.popleft()
+            wait(oldest)
+            push(oldest)
+    while in_flight:
+        push(in_flight.popleft())
+    if not stack:
+        raise ValueError("reduce_blocks_qr: no blocks")
+    result = stack.pop()[1]
+    while stack:
+        result = client.submit(_merge, stack.pop()[1], result, pure=False)
+    return result.result()

@@ -485,8 +485,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return self
 
     def _fit_rows_on_dask(self, frames, labels, solver: StreamingQR) -> GAPRegressor:
-        """Pass 2 on Dask: an R factor per block of structures, reduced as a tree."""
-        from .distributed import tree_reduce_qr
+        """Pass 2 on Dask: an R factor per block of structures, merged as a tree
+        while the blocks come in (memory independent of the number of blocks)."""
+        from .distributed import reduce_blocks_qr
 
         client = self._client
         base = {k: self.hyperparameters_[k] for k in ("sigma_energy", "sigma_force",
@@ -494,26 +495,27 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         arrays = client.scatter(
             (self.descriptor_, self.e0_, self.sparse_features_, self.sparse_numbers_,
              self.delta_, self.zeta), broadcast=True, hash=False)
-        blocks, current, n_rows = [], [], 0
-        for atoms, lab in zip(frames, labels, strict=True):
-            current.append((atoms, lab, self._sigmas(atoms, base)))
-            n_rows += 1 + 3 * len(atoms) + 6
-            if n_rows >= ROWS_PER_BLOCK:
-                blocks.append(current)
-                current, n_rows = [], 0
-        if current:
-            blocks.append(current)
-        futures = [client.submit(_block_solver, block, arrays, pure=False) for block in blocks]
-        meta = client.gather([client.submit(_block_meta, f, pure=False) for f in futures])
-        data = tree_reduce_qr(client, futures).result()
+
+        def blocks():
+            current, n_rows = [], 0
+            for atoms, lab in zip(frames, labels, strict=True):
+                current.append((atoms, lab, self._sigmas(atoms, base)))
+                n_rows += 1 + 3 * len(atoms) + 6
+                if n_rows >= ROWS_PER_BLOCK:
+                    yield current
+                    current, n_rows = [], 0
+            if current:
+                yield current
+
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        data = reduce_blocks_qr(client, _block_solver, blocks(), arrays,
+                                window=2 * n_workers)
         solver.merge(data)
-        counts = {"energy": 0, "forces": 0, "virial": 0}
-        for c, _ in meta:
-            for key in counts:
-                counts[key] += c[key]
-        self.n_observations_ = counts
+        self.n_observations_ = {k: int(data.meta.get(k, 0))
+                                for k in ("energy", "forces", "virial")}
         self.log_marginal_likelihood_ = log_marginal_likelihood(
-            solver, self.sparse_cholesky_, np.concatenate([sig for _, sig in meta])
+            solver, self.sparse_cholesky_, n_data=int(data.meta["n_data"]),
+            sum_log_sigma=float(data.meta["sum_log_sigma"]),
         )
         self._store_solution(solver)
         self.std_scale_ = 1.0
@@ -1061,27 +1063,24 @@ def _predict_task(atoms, descriptor, arrays, flags):
     return _predict_one(descriptor, atoms, arrays, *flags)
 
 
-class _BlockSolver(StreamingQR):
-    """An R factor of one block's data rows, with its counts and noise sigmas."""
-
-
-def _block_meta(solver: _BlockSolver) -> tuple[dict, np.ndarray]:
-    return solver.counts, solver.sigma
-
-
 def _block_solver(block, arrays) -> StreamingQR:
+    """R factor of one block's weighted design-matrix rows (runs on a Dask worker),
+    with the block's observation counts and noise in ``meta``."""
     descriptor, e0, q_sparse, z_sparse, delta, zeta = arrays
-    solver = _BlockSolver(len(z_sparse))
-    solver.counts = {"energy": 0, "forces": 0, "virial": 0}
-    sigmas = []
+    solver = StreamingQR(len(z_sparse))
+    meta = {"energy": 0, "forces": 0, "virial": 0, "n_data": 0, "sum_log_sigma": 0.0}
+    rows, targets = [], []
     for atoms, labels, sig in block:
-        rows, y, sigma, _, c = _structure_rows(descriptor, atoms, labels, sig, e0, q_sparse,
-                                               z_sparse, delta, zeta)
-        solver.add_rows(rows / sigma[:, None], y / sigma)
-        sigmas.append(sigma)
-        for key in solver.counts:
-            solver.counts[key] += c[key]
-    solver.sigma = np.concatenate(sigmas)
+        k_rows, y, sigma, _, c = _structure_rows(descriptor, atoms, labels, sig, e0, q_sparse,
+                                                 z_sparse, delta, zeta)
+        rows.append(k_rows / sigma[:, None])
+        targets.append(y / sigma)
+        for key in ("energy", "forces", "virial"):
+            meta[key] += c[key]
+        meta["n_data"] += len(sigma)
+        meta["sum_log_sigma"] += float(np.sum(np.log(sigma)))
+    solver.add_rows(np.vstack(rows), np.concatenate(targets))  # one fold per block
+    solver.meta = meta
     return solver
 
 

@@ -64,6 +64,9 @@ class StreamingQR:
         self._r = None  # (k, M + 1), in the namespace of the first rows added
         self.n_rows = 0
         self.sum_b2 = 0.0
+        #: Additive bookkeeping carried through merges (observation counts,
+        #: sums of log noise), e.g. for blocks computed on Dask workers.
+        self.meta: dict[str, float] = {}
 
     @classmethod
     def from_factors(cls, r, qtb, residual: float) -> StreamingQR:
@@ -99,6 +102,8 @@ class StreamingQR:
             self._r = self._top(qr_r(xp, stacked))
         self.n_rows += other.n_rows
         self.sum_b2 += other.sum_b2
+        for key, value in other.meta.items():
+            self.meta[key] = self.meta.get(key, 0) + value
 
     def _top(self, r):
         """The first M + 1 rows of a QR's R (those below are zero)."""
@@ -148,7 +153,9 @@ class StreamingQR:
         return solve_triangular(xp, r, self.qtb, lower=False)
 
 
-def log_marginal_likelihood(solver: StreamingQR, l_factor, sigma) -> float:
+def log_marginal_likelihood(solver: StreamingQR, l_factor, sigma=None, *,
+                            n_data: int | None = None,
+                            sum_log_sigma: float | None = None) -> float:
     """Log marginal likelihood of the data under the sparse GP (DTC/SoR prior).
 
     ``y ~ N(0, K_NM K_MM^-1 K_MN + Lambda)``. With the factors of the fit,
@@ -164,13 +171,16 @@ def log_marginal_likelihood(solver: StreamingQR, l_factor, sigma) -> float:
     l_factor : ndarray of shape (M, M)
         Cholesky factor of ``K_MM + jitter``.
     sigma : ndarray of shape (n,)
-        Noise standard deviation of each data row.
+        Noise standard deviation of each data row; or give ``n_data`` and
+        ``sum_log_sigma`` (``sum log sigma_n``) instead.
     """
-    n = sigma.shape[0]
+    if sigma is not None:
+        n_data, sum_log_sigma = sigma.shape[0], float(np.sum(np.log(to_numpy(sigma))))
+    n = n_data
     xp = namespace(l_factor)
     r = solver.r
     log_det = (
-        2.0 * float(np.sum(np.log(to_numpy(sigma))))
+        2.0 * sum_log_sigma
         + 2.0 * float(xp.sum(xp.log(xp.abs(xp.linalg.diagonal(r)))))
         - 2.0 * float(xp.sum(xp.log(xp.linalg.diagonal(l_factor))))
     )

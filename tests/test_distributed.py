@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import tracemalloc
+import weakref
 
 import numpy as np
 import pytest
 from conftest import small_soap
 
 from gapkit import GAPRegressor, estimator
+from gapkit.distributed import reduce_blocks_qr
+from gapkit.gp import StreamingQR
 
 
 def _model(**kwargs):
@@ -57,3 +60,52 @@ def test_dask_local_cluster_equals_serial(cu_data):
     assert on_dask.n_observations_ == serial.n_observations_
     _same_model(serial, on_dask, test)
     assert on_dask.log_marginal_likelihood_ == pytest.approx(serial.log_marginal_likelihood_)
+
+
+class _Done:
+    """A finished 'future' holding its value."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def result(self):
+        return self.value
+
+
+class _EagerClient:
+    """Runs every task at submit time and records how many results are alive."""
+
+    def __init__(self):
+        self.alive = weakref.WeakSet()
+        self.most_alive = 0
+
+    def submit(self, func, *args, pure=True):
+        done = _Done(func(*(a.value if isinstance(a, _Done) else a for a in args)))
+        self.alive.add(done)
+        self.most_alive = max(self.most_alive, len(self.alive))
+        return done
+
+
+def test_block_reduction_holds_few_r_factors_and_equals_one_qr(monkeypatch):
+    pytest.importorskip("dask.distributed")
+    import dask.distributed
+
+    monkeypatch.setattr(dask.distributed, "wait", lambda future: None)
+    rng = np.random.default_rng(0)
+    m, blocks = 6, [rng.normal(size=(9, 7)) for _ in range(64)]
+
+    def leaf(block, scale):
+        solver = StreamingQR(m)
+        solver.add_rows(block[:, :m] * scale, block[:, m] * scale)
+        solver.meta = {"n_data": len(block)}
+        return solver
+
+    client = _EagerClient()
+    reduced = reduce_blocks_qr(client, leaf, iter(blocks), 2.0, window=4)
+    assert client.most_alive <= 4 + 7 + 1  # window + log2(64) + the one being merged
+    whole = StreamingQR(m)
+    stacked = np.vstack(blocks)
+    whole.add_rows(2.0 * stacked[:, :m], 2.0 * stacked[:, m])
+    np.testing.assert_allclose(reduced.solve(), whole.solve(), rtol=1e-12)
+    assert reduced.residual == pytest.approx(whole.residual, rel=1e-12)
+    assert reduced.meta["n_data"] == len(stacked)
