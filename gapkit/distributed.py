@@ -60,7 +60,7 @@ def map_ordered(client, func: Callable, items: Sequence, *args) -> Iterator:
 
 
 def _merge(a: StreamingQR, b: StreamingQR) -> StreamingQR:
-    out = StreamingQR(a.n_columns)  # never change a task's input in place
+    out = a.empty_like()  # never change a task's input in place
     out.merge(a)
     out.merge(b)
     return out

@@ -440,10 +440,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.device_ = backend.device
         xp = backend.xp
 
-        # Prior rows L^T with K_MM + jitter = L L^T (block diagonal over species).
-        solver = StreamingQR(m)
+        # K_MM + jitter = L L^T (block diagonal over species); rows are solved in the
+        # basis whitened by L, the prior rows being the identity (see gapkit.gp).
         self.sparse_cholesky_ = self._sparse_cholesky(backend)
-        solver.add_rows(backend.asarray(self.sparse_cholesky_.T), backend.asarray(np.zeros(m)))
+        solver = StreamingQR(m, prior=backend.asarray(self.sparse_cholesky_))
 
         # Pass 2: derivatives -> weighted design-matrix rows, folded into R block by block.
         self.hyperparameters_ = {
@@ -494,7 +494,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
                                                       "sigma_virial")}
         arrays = client.scatter(
             (self.descriptor_, self.e0_, self.sparse_features_, self.sparse_numbers_,
-             self.delta_, self.zeta), broadcast=True, hash=False)
+             self.delta_, self.zeta, self.sparse_cholesky_), broadcast=True, hash=False)
 
         def blocks():
             current, n_rows = [], 0
@@ -611,13 +611,12 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             ratio = np.array([values[f"delta_{chemical_symbols[z]}"] for z in z_cols]) / delta0
             return values, sigma, ratio
 
-        l0_t = backend.asarray(l0.T)
+        l0_d = backend.asarray(l0)
 
         def build(x):
             _, sigma, ratio = unpack(x)
             ratio_d, sigma_d = backend.asarray(ratio), backend.asarray(sigma)
-            solver = StreamingQR(len(z_cols))
-            solver.add_rows(l0_t * ratio_d[None, :], backend.asarray(np.zeros(len(z_cols))))
+            solver = StreamingQR(len(z_cols), prior=l0_d * ratio_d[:, None])
             solver.add_rows(k_rows * (ratio_d**2)[None, :] / sigma_d[:, None],
                             backend.asarray(y / sigma))
             return solver, sigma, ratio
@@ -1066,8 +1065,8 @@ def _predict_task(atoms, descriptor, arrays, flags):
 def _block_solver(block, arrays) -> StreamingQR:
     """R factor of one block's weighted design-matrix rows (runs on a Dask worker),
     with the block's observation counts and noise in ``meta``."""
-    descriptor, e0, q_sparse, z_sparse, delta, zeta = arrays
-    solver = StreamingQR(len(z_sparse))
+    descriptor, e0, q_sparse, z_sparse, delta, zeta, l_factor = arrays
+    solver = StreamingQR(len(z_sparse), prior=l_factor, prior_rows=False)
     meta = {"energy": 0, "forces": 0, "virial": 0, "n_data": 0, "sum_log_sigma": 0.0}
     rows, targets = [], []
     for atoms, labels, sig in block:
