@@ -53,9 +53,7 @@ def fit_dense(descs, energies, forces, q_sparse, backend: Backend) -> tuple[floa
     t0 = time.perf_counter()
     qs = backend.asarray(q_sparse)
     delta = backend.asarray(np.ones(m))
-    solver = StreamingQR(m)
-    chol = cholesky_with_jitter(kernel(qs, qs, 4, 1.0), 1e-8)
-    solver.add_rows(chol.T, backend.asarray(np.zeros(m)))
+    solver = StreamingQR(m, prior=cholesky_with_jitter(kernel(qs, qs, 4, 1.0), 1e-8))
     block, targets, n_rows = [], [], 0
     for desc, e, f in zip(descs, energies, forces, strict=True):
         rows = design_rows(desc, qs, z_sparse, delta, 4, virial=False)
