@@ -30,6 +30,20 @@ def on_strict(x):
     return xps.asarray(np.asarray(x))
 
 
+@pytest.fixture(params=[
+    pytest.param("strict", id="array_api_strict"),
+    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, needs_gpu]),
+])
+def space(request):
+    """(converter from NumPy, namespace): array_api_strict, and CuPy where a GPU is."""
+    if request.param == "strict":
+        return on_strict, xps
+    import array_api_compat.cupy as xcp
+    import cupy
+
+    return (lambda x: cupy.asarray(np.asarray(x))), xcp
+
+
 def close(strict_value, numpy_value, rtol=1e-10, atol=1e-13):
     np.testing.assert_allclose(backend.to_numpy(strict_value), numpy_value, rtol=rtol, atol=atol)
 
@@ -42,36 +56,39 @@ def alloy(cuau_frames, cuau_model):
     return desc, cuau_model, atoms
 
 
-def test_kernel_on_strict(alloy):
+def test_kernel_on_other_namespaces(alloy, space):
+    conv, xp = space
     desc, model, _ = alloy
     q, qs = desc.features[:5], model.sparse_features_[:7]
-    k, g = kernels.kernel_and_gradient_factor(on_strict(q), on_strict(qs), 4, 1.3)
+    k, g = kernels.kernel_and_gradient_factor(conv(q), conv(qs), 4, 1.3)
     k_np, g_np = kernels.kernel_and_gradient_factor(q, qs, 4, 1.3)
     close(k, k_np)
     close(g, g_np)
-    assert isinstance(k, type(on_strict(q)))
+    assert isinstance(k, type(conv(q)))  # stays in its namespace
 
 
 @pytest.mark.parametrize("forces, virial", [(True, True), (False, False)])
-def test_design_rows_on_strict(alloy, forces, virial):
+def test_design_rows_on_other_namespaces(alloy, forces, virial, space):
+    conv, xp = space
     desc, model, _ = alloy
     args = (model.sparse_numbers_,)
     ref = design.design_rows(desc, model.sparse_features_, *args, model.delta_, model.zeta,
                              forces=forces, virial=virial)
-    got = design.design_rows(desc, on_strict(model.sparse_features_), *args,
-                             on_strict(model.delta_), model.zeta, forces=forces, virial=virial)
+    got = design.design_rows(desc, conv(model.sparse_features_), *args,
+                             conv(model.delta_), model.zeta, forces=forces, virial=virial)
     assert set(got) == set(ref)
     for key in ref:
         close(got[key], ref[key])
 
 
-def test_predict_structure_on_strict(alloy):
+def test_predict_structure_on_other_namespaces(alloy, space):
+    conv, xp = space
     desc, model, atoms = alloy
     w = model.coefficients_ * model.delta_**2
     ref = design.predict_structure(desc, model.sparse_features_, model.sparse_numbers_, w,
                                    model.zeta)
-    got = design.predict_structure(desc, on_strict(model.sparse_features_),
-                                   model.sparse_numbers_, on_strict(w), model.zeta)
+    got = design.predict_structure(desc, conv(model.sparse_features_),
+                                   model.sparse_numbers_, conv(w), model.zeta)
     for key in ("energies", "forces", "virial"):
         close(got[key], ref[key])
     # the forces are those of the fitted model (not only self-consistent)
@@ -80,13 +97,14 @@ def test_predict_structure_on_strict(alloy):
         atol=1e-12)
 
 
-def test_local_energy_rows_on_strict(alloy):
+def test_local_energy_rows_on_other_namespaces(alloy, space):
+    conv, xp = space
     desc, model, _ = alloy
     ref = design.local_energy_rows(desc.features, desc.numbers, model.sparse_features_,
                                    model.sparse_numbers_, model.delta_, model.zeta)
     got = design.local_energy_rows(desc.features, desc.numbers,
-                                   on_strict(model.sparse_features_), model.sparse_numbers_,
-                                   on_strict(model.delta_), model.zeta)
+                                   conv(model.sparse_features_), model.sparse_numbers_,
+                                   conv(model.delta_), model.zeta)
     close(got, ref)
     # rows sum to the energy row of the design matrix
     energy_row = design.design_rows(desc, model.sparse_features_, model.sparse_numbers_,
@@ -94,14 +112,15 @@ def test_local_energy_rows_on_strict(alloy):
     np.testing.assert_allclose(ref.sum(axis=0), energy_row["energy"], rtol=1e-12)
 
 
-def test_streaming_qr_on_strict():
+def test_streaming_qr_on_other_namespaces(space):
+    to_other, _ = space
     rng = np.random.default_rng(1)
     m = 9
     x = rng.normal(size=(m, 4))
     k_mm = (x @ x.T) ** 2 + 1e-3 * np.eye(m)
     rows, y = rng.normal(size=(120, m)), rng.normal(size=120)
     results = []
-    for conv in (np.asarray, on_strict):
+    for conv in (np.asarray, to_other):
         chol = gp.cholesky_with_jitter(conv(k_mm), 1e-10)
         left, right = gp.StreamingQR(m), gp.StreamingQR(m)
         left.add_rows(chol.T, conv(np.zeros(m)))
@@ -122,32 +141,44 @@ def test_streaming_qr_on_strict():
     # R is unique up to the signs of its rows: R^T R agrees
     r_s = backend.to_numpy(r_s)
     np.testing.assert_allclose(r_s.T @ r_s, r_np.T @ r_np, rtol=1e-10, atol=1e-10)
+    # the prior-whitened accumulator solves the same problem in every namespace
+    for conv in (np.asarray, to_other):
+        chol = gp.cholesky_with_jitter(conv(k_mm), 1e-10)
+        white = gp.StreamingQR(m, prior=chol)
+        white.add_rows(conv(rows), conv(y))
+        close(white.solve(), a_np)
+        r_w = backend.to_numpy(white.r)
+        np.testing.assert_allclose(r_w.T @ r_w, r_np.T @ r_np, rtol=1e-10, atol=1e-10)
+        assert gp.log_marginal_likelihood(white, None, conv(np.ones(120))) == pytest.approx(
+            lml_np, rel=1e-10)
 
 
-def test_cholesky_failure_is_reported_on_strict():
+def test_cholesky_failure_is_reported_on_other_namespaces(space):
+    conv, xp = space
     with pytest.raises(NumericalError, match="not positive definite"):
-        gp.cholesky_with_jitter(on_strict(-np.eye(3)), 0.0)
+        gp.cholesky_with_jitter(conv(-np.eye(3)), 0.0)
 
 
-def test_variances_on_strict(alloy):
+def test_variances_on_other_namespaces(alloy, space):
+    conv, xp = space
     desc, model, _ = alloy
     rows = design.design_rows(desc, model.sparse_features_, model.sparse_numbers_,
                               model.delta_, model.zeta, virial=False)["forces"]
     rows = rows.reshape(-1, len(model.coefficients_))
-    close(uncertainty.sor_variance(on_strict(rows), on_strict(model.r_factor_)),
+    close(uncertainty.sor_variance(conv(rows), conv(model.r_factor_)),
           uncertainty.sor_variance(rows, model.r_factor_))
-    close(uncertainty.nystrom_variance(on_strict(rows), on_strict(model.sparse_cholesky_)),
+    close(uncertainty.nystrom_variance(conv(rows), conv(model.sparse_cholesky_)),
           uncertainty.nystrom_variance(rows, model.sparse_cholesky_))
     delta = {29: 1.0, 79: 1.0}
-    local, total = uncertainty.energy_prior_variance(on_strict(desc.features), desc.numbers,
+    local, total = uncertainty.energy_prior_variance(conv(desc.features), desc.numbers,
                                                      model.zeta, delta)
     local_np, total_np = uncertainty.energy_prior_variance(desc.features, desc.numbers,
                                                            model.zeta, delta)
     close(local, local_np)
     assert total == pytest.approx(total_np, rel=1e-12)
-    close(uncertainty.force_prior_variance(desc, model.zeta, delta, xps),
+    close(uncertainty.force_prior_variance(desc, model.zeta, delta, xp),
           uncertainty.force_prior_variance(desc, model.zeta, delta))
-    close(uncertainty.virial_prior_variance(desc, model.zeta, delta, xps),
+    close(uncertainty.virial_prior_variance(desc, model.zeta, delta, xp),
           uncertainty.virial_prior_variance(desc, model.zeta, delta))
 
 
