@@ -345,8 +345,14 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return Parallel(n_jobs=1 if in_process else (self.n_jobs or 1), return_as="generator")
 
     def _backend(self) -> Backend:
-        """The array backend of ``device`` (resolved, and the choice logged, per call)."""
-        return resolve_device(self.device, "GAPRegressor")
+        """The array backend of ``device``; ``"auto"`` is resolved (and its choice
+        logged) once per setting, not at every prediction."""
+        choice = getattr(self, "_device_choice", None)
+        if choice is not None and choice[0] == self.device:
+            return resolve_device(choice[1], "GAPRegressor")
+        backend = resolve_device(self.device, "GAPRegressor")
+        self._device_choice = (self.device, backend.device)  # strings: the model pickles
+        return backend
 
     def _progress(self, iterable, total: int, desc: str):
         return tqdm(iterable, total=total, desc=desc, disable=not self.verbose, leave=False)
