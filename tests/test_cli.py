@@ -95,3 +95,21 @@ def test_fit_on_local_dask_cluster(files, capsys):
           "-o", str(serial), "-q"])
     a, b = load(files / "d.gap"), load(serial)
     assert np.abs(a.coefficients_ - b.coefficients_).max() < 1e-6 * np.abs(b.coefficients_).max()
+
+
+def test_device_option(files, capsys):
+    from gapkit.backend import cuda_available
+
+    gpu, _ = cuda_available()
+    model_path = files / "auto.gap"
+    assert main(["fit", str(files / "train.xyz"), "--config", str(files / "config.json"),
+                 "-o", str(model_path), "-q", "--device", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "device 'auto': using the " + ("GPU" if gpu else "CPU") in out
+    assert ("on the CUDA" if gpu else "on the CPU") in out
+    assert load(model_path).device == "auto"
+    if not gpu:  # asking for the GPU where there is none: a clear error, no traceback
+        code = main(["eval", str(model_path), str(files / "test.xyz"), "-q",
+                     "--device", "cuda"])
+        assert code != 0
+        assert "device='cuda' was asked for but" in capsys.readouterr().err
