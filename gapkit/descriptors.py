@@ -314,14 +314,7 @@ class SOAP(BaseEstimator):
         StructureDescriptor
             With ``dq_dr`` per (centre, neighbour) pair and ``dq_dstrain``.
         """
-        engine = self._engine()
-        self._check_species(atoms)
-        w = self._weights()
-        n_feat = len(w)
-        pos = atoms.positions
-        numbers = atoms.numbers
-        i_all, j_all, d_all = neighbours if neighbours is not None else self.neighbour_list(atoms)
-        starts = np.searchsorted(i_all, np.arange(len(atoms) + 1))
+        n_feat = len(self._weights())
         if centres is None:
             centres = np.arange(len(atoms))
         centres = np.asarray(centres, dtype=int)
@@ -329,16 +322,7 @@ class SOAP(BaseEstimator):
         q_out = np.empty((len(centres), n_feat))
         strain_out = np.empty((len(centres), 3, 3, n_feat))
         centre_out, neigh_out, dq_out = [], [], []
-        for k, c in enumerate(centres):
-            sl = slice(starts[c], starts[c + 1])
-            j = np.concatenate([[c], j_all[sl]])
-            rel = np.vstack([np.zeros((1, 3)), d_all[sl]])
-            cluster = Atoms(numbers=numbers[j], positions=pos[c] + rel)
-            dp, p = engine.derivatives(
-                cluster, centers=[0], attach=True, method="analytical", return_descriptor=True
-            )
-            p = p[0] * w
-            dp = dp[0] * w  # (n_cluster, 3, F)
+        for k, (j, rel, p, dp) in enumerate(self._centre_clusters(atoms, centres, neighbours)):
             norm = np.linalg.norm(p)
             q = p / norm
             dq = (dp - np.einsum("kbf,f->kb", dp, q)[:, :, None] * q) / norm
@@ -353,12 +337,89 @@ class SOAP(BaseEstimator):
             centre_out.append(np.full(len(first), k))
         return StructureDescriptor(
             features=q_out,
-            numbers=numbers[centres].copy(),
+            numbers=atoms.numbers[centres].copy(),
             centre=np.concatenate(centre_out) if centre_out else np.zeros(0, int),
             neighbour=np.concatenate(neigh_out) if neigh_out else np.zeros(0, int),
             dq_dr=np.concatenate(dq_out) if dq_out else np.zeros((0, 3, n_feat)),
             dq_dstrain=strain_out,
         )
+
+    def _centre_clusters(self, atoms: Atoms, centres: np.ndarray, neighbours=None):
+        """Per centre: the atom each cluster member is (an image) of, ``r_j - r_i``,
+        and DScribe's weighted, unnormalised descriptor ``p`` and ``dp/dr_j``."""
+        engine = self._engine()
+        self._check_species(atoms)
+        w = self._weights()
+        pos = atoms.positions
+        numbers = atoms.numbers
+        i_all, j_all, d_all = neighbours if neighbours is not None else self.neighbour_list(atoms)
+        starts = np.searchsorted(i_all, np.arange(len(atoms) + 1))
+        for c in centres:
+            sl = slice(starts[c], starts[c + 1])
+            j = np.concatenate([[c], j_all[sl]])
+            rel = np.vstack([np.zeros((1, 3)), d_all[sl]])
+            cluster = Atoms(numbers=numbers[j], positions=pos[c] + rel)
+            dp, p = engine.derivatives(
+                cluster, centers=[0], attach=True, method="analytical", return_descriptor=True
+            )
+            yield j, rel, p[0] * w, dp[0] * w  # dp: (n_cluster, 3, F)
+
+    def contract_derivatives(
+        self, atoms: Atoms, gradient, centres: np.ndarray | None = None, neighbours=None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Energies, forces and virial of a local-energy model in one pass.
+
+        The descriptor derivatives of each centre are contracted with the
+        gradient of its local energy as soon as DScribe returns them, and never
+        stored: the fast path for predictions (the same numbers as
+        :meth:`features_and_derivatives` followed by
+        :func:`gapkit.design.predict_structure`).
+
+        Parameters
+        ----------
+        atoms : ase.Atoms
+        gradient : callable
+            ``gradient(q, numbers) -> (eps, w)``: local energies (n,) and their
+            gradients ``w = d eps / d q`` (n, n_features) for normalised
+            descriptors ``q`` (n, n_features) of centres of species ``numbers``.
+        centres, neighbours
+            As in :meth:`features_and_derivatives`.
+
+        Returns
+        -------
+        eps : ndarray of shape (n_centres,)
+        forces : ndarray of shape (n_atoms, 3)
+            ``-sum_i w_i . dq_i/dr_j``: those centres' contributions.
+        virial : ndarray of shape (3, 3)
+            ``sum_i w_i . dq_i/deps_ab`` (``V * stress``, ASE sign, not symmetrised).
+        """
+        if centres is None:
+            centres = np.arange(len(atoms))
+        centres = np.asarray(centres, dtype=int)
+        n_feat = len(self._weights())
+        raw = list(self._centre_clusters(atoms, centres, neighbours))
+        if not raw:
+            return np.zeros(0), np.zeros((len(atoms), 3)), np.zeros((3, 3))
+        p = np.stack([r[2] for r in raw])
+        norm = np.linalg.norm(p, axis=1)
+        q = p / norm[:, None]
+        eps, w = gradient(q, atoms.numbers[centres])
+        q_dot_w = np.einsum("if,if->i", q, w)
+        virial = np.zeros((3, 3))
+        parts, owners = [], []
+        for k, (j, rel, _, dp) in enumerate(raw):
+            # dq/dr . w with dq = (dp - (dp . q) q) / |p|, in one pass over dp
+            both = dp.reshape(-1, n_feat) @ np.column_stack([w[k], q[k]])
+            g = ((both[:, 0] - both[:, 1] * q_dot_w[k]) / norm[k]).reshape(-1, 3)
+            virial += rel.T @ g
+            parts.append(g)
+            owners.append(j)
+        g = np.concatenate(parts)
+        owner = np.concatenate(owners)
+        forces = -np.stack(
+            [np.bincount(owner, g[:, b], minlength=len(atoms)) for b in range(3)], axis=1
+        )
+        return np.asarray(eps, dtype=float), forces, virial
 
 
 def _pair_weights(engine: _DScribeSOAP) -> np.ndarray:

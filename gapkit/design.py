@@ -26,7 +26,7 @@ from .backend import index_add, namespace, to_numpy
 from .descriptors import StructureDescriptor
 from .units import VOIGT_PAIRS
 
-__all__ = ["design_rows", "local_energy_rows", "predict_structure"]
+__all__ = ["design_rows", "local_energy_rows", "local_energy_gradients", "predict_structure"]
 
 _VOIGT = [3 * a + b for a, b in VOIGT_PAIRS]
 _VOIGT_T = [3 * b + a for a, b in VOIGT_PAIRS]
@@ -88,6 +88,46 @@ def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, d
         mask = _on(xp, (numbers == z).astype(float)[:, None], dev)
         parts.append(float(delta_host[cols[0]]) ** 2 * mask * (features @ qs.T) ** zeta)
     return _join_columns(xp, parts, order, dev)
+
+
+def local_energy_gradients(features, numbers: np.ndarray, q_sparse, sparse_numbers, weights,
+                           zeta: int, *, gradient: bool = True):
+    """Local energies ``eps_i`` and their gradients ``d eps_i / d q_i``.
+
+    Parameters
+    ----------
+    features : array of shape (n, n_features)
+        Normalised descriptors (host or device array).
+    numbers : ndarray of shape (n,)
+        Atomic numbers (host array).
+    q_sparse, sparse_numbers, weights, zeta
+        As in :func:`predict_structure`; results are in the namespace of ``q_sparse``.
+    gradient : bool, default=True
+        Also return the gradients (else None).
+
+    Returns
+    -------
+    eps : array of shape (n,)
+    grad : array of shape (n, n_features) or None
+    """
+    xp = namespace(q_sparse)
+    dev = array_api_compat.device(q_sparse)
+    features = _on(xp, features, dev)
+    n = len(numbers)
+    blocks, _ = _species_blocks(sparse_numbers, numbers)
+    energies = xp.zeros(n, dtype=q_sparse.dtype, device=dev)
+    grad = xp.zeros(features.shape, dtype=q_sparse.dtype, device=dev) if gradient else None
+    for _z, cols, centres in blocks:
+        if len(centres) == 0:
+            continue
+        cols_d, centres_d = _on(xp, cols, dev), _on(xp, centres, dev)
+        qs = xp.take(q_sparse, cols_d, axis=0)
+        w = xp.take(weights, cols_d, axis=0)
+        dots = xp.take(features, centres_d, axis=0) @ qs.T
+        energies = energies + index_add(xp, centres_d, dots**zeta @ w, n)
+        if gradient:
+            grad = grad + index_add(xp, centres_d, (zeta * dots ** (zeta - 1) * w) @ qs, n)
+    return energies, grad
 
 
 def design_rows(
@@ -207,24 +247,10 @@ def predict_structure(
     """
     xp = namespace(q_sparse)
     dev = array_api_compat.device(q_sparse)
-    n_centres = len(desc.numbers)
-    n_atoms = n_centres if n_atoms is None else n_atoms
-    blocks, _ = _species_blocks(sparse_numbers, desc.numbers)
-    features = _on(xp, desc.features, dev)
-    energies = xp.zeros(n_centres, dtype=q_sparse.dtype, device=dev)
-    grad = xp.zeros(features.shape, dtype=q_sparse.dtype, device=dev) if (
-        forces or virial) else None
-    for _z, cols, centres in blocks:
-        if len(centres) == 0:
-            continue
-        cols_d, centres_d = _on(xp, cols, dev), _on(xp, centres, dev)
-        qs = xp.take(q_sparse, cols_d, axis=0)
-        w = xp.take(weights, cols_d, axis=0)
-        dots = xp.take(features, centres_d, axis=0) @ qs.T
-        energies = energies + index_add(xp, centres_d, dots**zeta @ w, n_centres)
-        if grad is not None:
-            g = (zeta * dots ** (zeta - 1) * w) @ qs  # d eps_i / d q_i
-            grad = grad + index_add(xp, centres_d, g, n_centres)
+    n_atoms = len(desc.numbers) if n_atoms is None else n_atoms
+    energies, grad = local_energy_gradients(desc.features, desc.numbers, q_sparse,
+                                            sparse_numbers, weights, zeta,
+                                            gradient=forces or virial)
     out = {"energies": energies}
     if forces:
         w_pairs = xp.take(grad, _on(xp, desc.centre, dev), axis=0)

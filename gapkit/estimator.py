@@ -22,7 +22,12 @@ from . import kernels, uncertainty
 from ._validation import Labels, check_structures, is_bulk, read_labels
 from .backend import DEVICES, Backend, namespace, resolve_device, to_numpy
 from .descriptors import SOAP
-from .design import design_rows, local_energy_rows, predict_structure
+from .design import (
+    design_rows,
+    local_energy_gradients,
+    local_energy_rows,
+    predict_structure,
+)
 from .exceptions import InvalidParameterError, MissingLabelError, UnknownSpeciesError
 from .gp import StreamingQR, cholesky_with_jitter, log_marginal_likelihood
 from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
@@ -1122,6 +1127,14 @@ def _predict_chunk(descriptor, atoms, centres, pairs, arrays: _ModelArrays, forc
                    keep=False):
     """Local energies of ``centres`` and their contributions to forces and virial
     (and the descriptor itself with ``keep``)."""
+    if not keep and isinstance(arrays.q_sparse, np.ndarray):
+        # NumPy: contract each centre's derivatives as they come, never store them
+        def gradient(q, numbers):
+            return local_energy_gradients(q, numbers, arrays.q_sparse, arrays.z_sparse,
+                                          arrays.weights, arrays.zeta)
+
+        eps, f, v = descriptor.contract_derivatives(atoms, gradient, centres, pairs)
+        return centres, {"energies": eps, "forces": f, "virial": v}, None
     desc = descriptor.features_and_derivatives(atoms, centres=centres, neighbours=pairs)
     res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
                             arrays.zeta, forces=forces, virial=stress, n_atoms=len(atoms))

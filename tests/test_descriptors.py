@@ -166,3 +166,25 @@ def test_errors():
         small_soap(species=["Cu"], n_max=1).features(bulk("Cu"))
     with pytest.raises(InvalidParameterError, match="species"):
         small_soap().features(bulk("Cu"))
+
+
+def test_contracted_derivatives_equal_stored_ones(cuau_model, cuau_frames):
+    """The one-pass prediction path gives what stored derivatives give."""
+    from gapkit.design import local_energy_gradients, predict_structure
+
+    model, atoms = cuau_model, cuau_frames[2]
+    w = model.coefficients_ * model.delta_**2
+    ref = predict_structure(model.descriptor_.features_and_derivatives(atoms),
+                            model.sparse_features_, model.sparse_numbers_, w, model.zeta)
+
+    def gradient(q, numbers):
+        return local_energy_gradients(q, numbers, model.sparse_features_,
+                                      model.sparse_numbers_, w, model.zeta)
+
+    centres = np.array([5, 1, 9])
+    eps, forces, virial = model.descriptor_.contract_derivatives(atoms, gradient)
+    np.testing.assert_allclose(eps, ref["energies"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forces, ref["forces"], rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(virial, ref["virial"], rtol=1e-11, atol=1e-13)
+    part, _, _ = model.descriptor_.contract_derivatives(atoms, gradient, centres)
+    np.testing.assert_allclose(part, ref["energies"][centres], rtol=1e-12, atol=1e-12)
