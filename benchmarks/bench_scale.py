@@ -55,7 +55,6 @@ environment (``OMP_NUM_THREADS``; the Dask workers use one thread each).
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import os
@@ -70,6 +69,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_predict import time_calc  # the script's folder is on sys.path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gapkit" / "bench_scale"
 SETTINGS = dict(r_cut=4.5, n_max=8, l_max=6, sigma=0.5, zeta=4, delta=1.0,
@@ -340,24 +340,6 @@ def worker_gap_fit(args) -> dict:
     return dict(fit_s=fit_s, peak_gb=peak, rc=out.returncode, xml=str(gp_file))
 
 
-_PERTURBATION = itertools.count(1)
-
-
-def _time_calc(atoms, calc, repeats: int) -> float:
-    """Best wall time of energy + forces over ``repeats`` calls, each on a
-    slightly different copy (so that no calculator can return a cached result)."""
-    best = float("inf")
-    for _ in range(repeats):
-        a = atoms.copy()
-        a.positions[0, 0] += 1e-4 * next(_PERTURBATION)
-        a.calc = calc
-        t0 = time.perf_counter()
-        a.get_potential_energy()
-        a.get_forces()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def worker_predict(args) -> dict:
     cells = [fcc_cell(n, seed=k) for k, n in enumerate(args.predict_sizes)]
     out = {"atoms": [len(a) for a in cells], "gapkit": None, "quip": None}
@@ -365,15 +347,15 @@ def worker_predict(args) -> dict:
         from gapkit import load
 
         model = load(args.model).set_params(n_jobs=1)
-        _time_calc(cells[0], model.calculator(), 1)  # descriptor set-up, imports
-        out["gapkit"] = [_time_calc(a, model.calculator(), 3 if len(a) <= 512 else 1)
+        time_calc(cells[0], model.calculator(), 1)  # descriptor set-up, imports
+        out["gapkit"] = [time_calc(a, model.calculator(), 3 if len(a) <= 512 else 1)
                          for a in cells]
     if args.quip_xml:
         from quippy.potential import Potential
 
         pot = Potential(param_filename=str(args.quip_xml))
-        _time_calc(cells[0], pot, 1)
-        out["quip"] = [_time_calc(a, pot, 3 if len(a) <= 512 else 1) for a in cells]
+        time_calc(cells[0], pot, 1)
+        out["quip"] = [time_calc(a, pot, 3 if len(a) <= 512 else 1) for a in cells]
     return out
 
 

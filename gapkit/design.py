@@ -83,10 +83,11 @@ def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, d
     delta_host = to_numpy(delta)
     blocks, order = _species_blocks(sparse_numbers, numbers)
     parts = []
-    for z, cols, _ in blocks:
+    for _z, cols, centres in blocks:
         qs = xp.take(q_sparse, _on(xp, cols, dev), axis=0)
-        mask = _on(xp, (numbers == z).astype(float)[:, None], dev)
-        parts.append(float(delta_host[cols[0]]) ** 2 * mask * (features @ qs.T) ** zeta)
+        centres_d = _on(xp, centres, dev)
+        k = float(delta_host[cols[0]]) ** 2 * (xp.take(features, centres_d, axis=0) @ qs.T) ** zeta
+        parts.append(index_add(xp, centres_d, k, len(numbers)))  # zero rows elsewhere
     return _join_columns(xp, parts, order, dev)
 
 

@@ -9,23 +9,12 @@ import scipy.linalg
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from .. import kernels
 from .._validation import Labels, check_structures, is_bulk
+from ..design import local_energy_rows
 from ..estimator import _structure_rows
 from ..exceptions import InvalidParameterError
 
 __all__ = ["select_batch", "label_structures"]
-
-
-def _local_rows(model, features: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    rows = np.zeros((len(numbers), len(model.sparse_numbers_)))
-    for z in np.unique(numbers):
-        cols = np.flatnonzero(model.sparse_numbers_ == z)
-        centres = np.flatnonzero(numbers == z)
-        rows[np.ix_(centres, cols)] = kernels.kernel(
-            features[centres], model.sparse_features_[cols], model.zeta, model.delta_[cols[0]]
-        )
-    return rows
 
 
 def select_batch(
@@ -73,7 +62,9 @@ def select_batch(
     model._check_known_species(pool)
     if features is None:
         features = [model.descriptor_.features(a) for a in pool]
-    rows = [_local_rows(model, f, a.numbers) for f, a in zip(features, pool, strict=True)]
+    rows = [local_energy_rows(f, a.numbers, model.sparse_features_, model.sparse_numbers_,
+                              model.delta_, model.zeta)
+            for f, a in zip(features, pool, strict=True)]
     stacked = np.vstack(rows)
     q_env = np.vstack(features)
     z_env = np.concatenate([a.numbers for a in pool])
