@@ -187,8 +187,8 @@ def design_rows(
             continue
         g = (d2 * zeta) * dots ** (zeta - 1)  # (n_z, Ms)
         if virial:
-            dqde = _on(xp, desc.dq_dstrain[centres].reshape(len(centres), 9, -1), dev)
-            u = dqde @ qs.T  # (n_z, 9, Ms)
+            dqde = _on(xp, desc.dq_dstrain[centres].reshape(9 * len(centres), -1), dev)
+            u = xp.reshape(dqde @ qs.T, (len(centres), 9, ms))
             vir.append(xp.sum(g[:, None, :] * u, axis=0))
         if forces:
             row_of = np.full(n_atoms, -1)
@@ -197,7 +197,9 @@ def design_rows(
             acc = xp.zeros((n_atoms, 3, ms), dtype=q_sparse.dtype, device=dev)
             for start in range(0, len(pairs), PAIR_CHUNK):
                 p = pairs[start : start + PAIR_CHUNK]
-                t = _on(xp, desc.dq_dr[p], dev) @ qs.T  # (P, 3, Ms)
+                # one GEMM (P * 3, D) @ (D, Ms); a 3-D operand would be P small products
+                flat = _on(xp, desc.dq_dr[p].reshape(3 * len(p), -1), dev)
+                t = xp.reshape(flat @ qs.T, (len(p), 3, ms))
                 t = t * xp.take(g, _on(xp, row_of[desc.centre[p]], dev), axis=0)[:, None, :]
                 acc = acc + index_add(xp, _on(xp, desc.neighbour[p], dev), t, n_atoms)
             force.append(-acc)

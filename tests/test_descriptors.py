@@ -188,3 +188,49 @@ def test_contracted_derivatives_equal_stored_ones(cuau_model, cuau_frames):
     np.testing.assert_allclose(virial, ref["virial"], rtol=1e-11, atol=1e-13)
     part, _, _ = model.descriptor_.contract_derivatives(atoms, gradient, centres)
     np.testing.assert_allclose(part, ref["energies"][centres], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["nacl", "molecule", "small_cell"])
+def test_numba_engine_equals_dscribe(case, nacl_rattled):
+    """The compiled GTO expansion gives DScribe's descriptor, derivatives and
+    contraction: every array, for a centre subset in arbitrary order too."""
+    if case == "nacl":
+        atoms, species = nacl_rattled, ["Na", "Cl"]
+    elif case == "molecule":
+        atoms, species = molecule("CH3CH2OH"), ["H", "C", "O"]
+    else:  # primitive cell far smaller than the cutoff: many images of each atom
+        atoms, species = bulk("Si"), ["Si"]
+        atoms.rattle(0.05, seed=3)
+    fast = small_soap(species=species)
+    ref = small_soap(species=species, engine="dscribe")
+    np.testing.assert_allclose(fast.features(atoms), ref.features(atoms), atol=1e-11)
+    centres = np.array([1, 0]) if len(atoms) == 2 else np.array([3, 0, 5])
+    for subset in (None, centres):
+        a = fast.features_and_derivatives(atoms, centres=subset)
+        b = ref.features_and_derivatives(atoms, centres=subset)
+        np.testing.assert_array_equal(a.centre, b.centre)
+        np.testing.assert_array_equal(a.neighbour, b.neighbour)
+        np.testing.assert_array_equal(a.numbers, b.numbers)
+        np.testing.assert_allclose(a.features, b.features, atol=1e-11)
+        scale = np.abs(b.dq_dr).max()
+        np.testing.assert_allclose(a.dq_dr, b.dq_dr, atol=1e-10 * scale)
+        np.testing.assert_allclose(a.dq_dstrain, b.dq_dstrain, atol=1e-10 * scale)
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(size=fast.n_features)
+
+    def gradient(q, numbers):  # a nonlinear local energy: (w.q)^2
+        s = q @ weights
+        return s**2, 2.0 * s[:, None] * weights[None, :]
+
+    for subset in (None, centres):
+        ea, fa, va = fast.contract_derivatives(atoms, gradient, subset)
+        eb, fb, vb = ref.contract_derivatives(atoms, gradient, subset)
+        np.testing.assert_allclose(ea, eb, rtol=1e-10, atol=1e-10 * np.abs(eb).max())
+        np.testing.assert_allclose(fa, fb, atol=1e-10 * np.abs(fb).max())
+        np.testing.assert_allclose(va, vb, atol=1e-10 * np.abs(vb).max())
+
+
+def test_engine_is_validated():
+    with pytest.raises(InvalidParameterError, match="'engine'"):
+        small_soap(species=["Cu"], engine="fortran").features(bulk("Cu"))

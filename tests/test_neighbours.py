@@ -1,4 +1,4 @@
-"""The dense neighbour list agrees with ASE's on awkward cells."""
+"""The neighbour list (vesin) agrees with ASE's on awkward cells."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import pytest
 from ase.build import bulk, molecule
 from ase.neighborlist import neighbor_list
 
-from gapkit import neighbours
 from gapkit.neighbours import neighbour_pairs
 
 
@@ -30,10 +29,7 @@ def _key(i, j, s, d):
 
 @pytest.mark.parametrize("atoms", _cases(), ids=["prim", "tri", "outside", "slab", "mol"])
 @pytest.mark.parametrize("cutoff", [0.3, 2.6, 8.0])
-@pytest.mark.parametrize("dense", [True, False])
-def test_same_pairs_as_ase(atoms, cutoff, dense, monkeypatch):
-    if not dense:
-        monkeypatch.setattr(neighbours, "DENSE_LIMIT", 0)
+def test_same_pairs_as_ase(atoms, cutoff):
     i, j, d, s = neighbour_pairs(atoms, cutoff)
     assert np.all(np.diff(i) >= 0)
     ref = neighbor_list("ijDS", atoms, cutoff, self_interaction=False)
