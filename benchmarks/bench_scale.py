@@ -49,7 +49,8 @@ of ``gap_fit dryrun=T`` (or, failing that, scaled from that dry run on the
 exceeds the limit (default: available memory minus 2 GB) is skipped and
 reported as ``skipped: needs X GB``, and a run whose resident memory passes
 the limit is killed and reported as such. Thread counts are those of the
-environment (``OMP_NUM_THREADS``; the Dask workers use one thread each).
+environment (``OMP_NUM_THREADS``, which also sets ``NUMBA_NUM_THREADS`` for
+gapkit's compiled loops unless that is set; the Dask workers use one thread each).
 """
 
 from __future__ import annotations
@@ -558,10 +559,13 @@ def main() -> None:
         return
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    if "OMP_NUM_THREADS" in os.environ:  # gapkit's compiled loops follow the BLAS threads
+        os.environ.setdefault("NUMBA_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
     print(f"Cu/EMT scaling: sizes {args.sizes}, M = {args.n_sparse}, modes {args.modes}, "
           f"r_cut {SETTINGS['r_cut']}, n_max {SETTINGS['n_max']}, l_max {SETTINGS['l_max']}; "
           f"cpu count {os.cpu_count()}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, available "
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, NUMBA_NUM_THREADS="
+          f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}, available "
           f"{available_gb():.1f} GB", flush=True)
     t0 = time.perf_counter()
     prepare_data(args.data_dir, max(args.sizes), args.seed, args.gen_jobs)

@@ -8,6 +8,10 @@ prediction time per atom (energy + forces) and peak resident memory.
 Each code runs in its own child process so that its peak memory is its own::
 
     python benchmarks/bench_si_fit.py [--data-dir ../shared/data] [--skip-quip]
+        [--save-dir DIR]
+
+``--save-dir`` keeps both fitted models (``DIR/si.gap``, ``DIR/si.xml``) for
+``bench_predict.py --model DIR/si.gap --quip-xml DIR/si.xml``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ def _errors(pred_e, pred_f, frames):
     return float(np.sqrt(np.mean(np.square(de)))), float(np.sqrt(np.mean(df**2)))
 
 
-def run_gapkit(data: Path, n_jobs: int, tolerance: float) -> dict:
+def run_gapkit(data: Path, n_jobs: int, tolerance: float, save_dir: Path | None) -> dict:
     from ase.io import read
 
     from gapkit import SOAP, GAPRegressor
@@ -64,6 +68,8 @@ def run_gapkit(data: Path, n_jobs: int, tolerance: float) -> dict:
     model.fit(train)
     fit_s = time.perf_counter() - t0
     peak = _peak_rss_gb()
+    if save_dir is not None:
+        model.save(save_dir / "si.gap")
     model.set_params(n_jobs=1)
     t0 = time.perf_counter()
     res = model.predict_all(test, stress=False)
@@ -74,7 +80,7 @@ def run_gapkit(data: Path, n_jobs: int, tolerance: float) -> dict:
                 ms_per_atom=pred_s / n_atoms * 1e3, peak_gb=peak)
 
 
-def run_quip(data: Path) -> dict:
+def run_quip(data: Path, save_dir: Path | None) -> dict:
     from ase.io import read, write
     from quippy.potential import Potential
 
@@ -114,6 +120,9 @@ def run_quip(data: Path) -> dict:
             pe.append(b.get_potential_energy())
             pf.append(b.get_forces())
         pred_s = time.perf_counter() - t0
+        if save_dir is not None:
+            for f in Path(tmp).glob("si.xml*"):
+                shutil.copy(f, save_dir / f.name)
     e_rmse, f_rmse = _errors(pe, pf, test)
     n_atoms = sum(len(a) for a in test)
     return dict(code="QUIP gap_fit / quip", e_rmse=e_rmse, f_rmse=f_rmse, fit_s=fit_s,
@@ -127,6 +136,8 @@ def main() -> None:
     parser.add_argument("--tolerance", type=float, default=None,
                         help="SOAP cutoff_tolerance (default: gapkit's)")
     parser.add_argument("--skip-quip", action="store_true")
+    parser.add_argument("--save-dir", type=Path, default=None,
+                        help="keep the fitted models here (si.gap, si.xml)")
     parser.add_argument("--worker", choices=["gapkit", "quip"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -135,9 +146,9 @@ def main() -> None:
             from gapkit import SOAP
 
             tol = args.tolerance or SOAP().cutoff_tolerance
-            result = run_gapkit(args.data_dir, args.n_jobs, tol)
+            result = run_gapkit(args.data_dir, args.n_jobs, tol, args.save_dir)
         else:
-            result = run_quip(args.data_dir)
+            result = run_quip(args.data_dir, args.save_dir)
         print("RESULT " + json.dumps(result))
         return
 
@@ -155,6 +166,9 @@ def main() -> None:
                "--n-jobs", str(args.n_jobs)]
         if args.tolerance:
             cmd += ["--tolerance", str(args.tolerance)]
+        if args.save_dir:
+            args.save_dir.mkdir(parents=True, exist_ok=True)
+            cmd += ["--save-dir", str(args.save_dir.resolve())]
         out = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
         if out.returncode != 0 or not line:

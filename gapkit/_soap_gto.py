@@ -24,12 +24,40 @@ contributes to ``l = 0`` only.
 
 from __future__ import annotations
 
+import os
 from math import factorial
 
 import numba as nb
 import numpy as np
 
 __all__ = ["GTOBasis"]
+
+#: Centres whose full (l, x, y) power spectrum is held at once.
+SPECTRUM_CHUNK = 1024
+
+# numba's parallel loops run on GNU OpenMP here (no TBB), which aborts a process
+# forked from one that has used it. A forked child therefore runs serial copies
+# of the kernels, compiled on first use there.
+_in_forked_child = False
+_serial_kernels: dict = {}
+
+
+def _mark_forked_child() -> None:
+    global _in_forked_child
+    _in_forked_child = True
+
+
+os.register_at_fork(after_in_child=_mark_forked_child)
+
+
+def _kernel(parallel):
+    """``parallel`` itself, or its serial twin in a forked child."""
+    if not _in_forked_child:
+        return parallel
+    serial = _serial_kernels.get(parallel)
+    if serial is None:
+        serial = _serial_kernels[parallel] = nb.njit(parallel.py_func)
+    return serial
 
 
 class GTOBasis:
@@ -38,7 +66,10 @@ class GTOBasis:
     Parameters
     ----------
     alphas, betas : ndarray
-        DScribe's ``_alphas`` (l_max+1, n_max) and ``_betas`` (l_max+1, n_max, n_max).
+        DScribe's ``_alphas`` (l_max+1, n_max) and ``_betas`` (l_max+1, n_max, n_max),
+        private attributes of its SOAP object (set by ``get_basis_gto``); a
+        DScribe release that changed them would show in the engine-equality
+        tests (``tests/test_descriptors.py``).
     sigma : float
         Gaussian smearing in Å.
     n_species : int
@@ -95,7 +126,7 @@ class GTOBasis:
         ``starts`` (n_centres + 1) delimit each centre's rows in ``species``
         (species index of each neighbour) and ``vectors`` (r_j - r_i).
         """
-        c = _expand(
+        c = _kernel(_expand)(
             starts,
             species,
             vectors,
@@ -112,8 +143,12 @@ class GTOBasis:
 
     def power_spectrum(self, c: np.ndarray) -> np.ndarray:
         """Weighted power spectrum in DScribe's layout, (n_centres, n_features)."""
-        full = self.full_spectrum(c)
-        return full[:, self.feature_l, self.feature_x, self.feature_y] * self.feature_weight
+        out = np.empty((c.shape[0], len(self.feature_l)))
+        for start in range(0, c.shape[0], SPECTRUM_CHUNK):
+            part = slice(start, start + SPECTRUM_CHUNK)
+            full = self.full_spectrum(c[part])
+            out[part] = full[:, self.feature_l, self.feature_x, self.feature_y]
+        return out * self.feature_weight
 
     def full_spectrum(self, c: np.ndarray) -> np.ndarray:
         """``P[i, l, x, y]`` for all ordered pairs of rows x, y."""
@@ -130,8 +165,8 @@ class GTOBasis:
         n, rows = c.shape[0], c.shape[1]
         half = 0.5 * spectrum_gradient * self.feature_weight
         g = np.zeros((n, self.l_max + 1, rows, rows))
-        idx = (slice(None), self.feature_l, self.feature_x, self.feature_y)
-        np.add.at(g, idx, half)
+        # each feature is one (l, x, y); a diagonal x = y gets both halves
+        g[:, self.feature_l, self.feature_x, self.feature_y] = half
         g += g.transpose(0, 1, 3, 2)
         h = np.empty_like(c)
         for li in range(self.l_max + 1):
@@ -141,10 +176,11 @@ class GTOBasis:
             )
         return h
 
-    def contract(self, pair_centre, species, vectors, h) -> np.ndarray:
-        """``d eps_i / d r_j`` of each pair, (n_pairs, 3), for ``h = d eps / d c``."""
-        return _contract(
-            pair_centre,
+    def contract(self, starts, species, vectors, h) -> np.ndarray:
+        """``d eps_i / d r_j`` of each pair, (n_pairs, 3), for ``h = d eps / d c``
+        (pairs per centre as in :meth:`expand`)."""
+        return _kernel(_contract)(
+            starts,
             species,
             vectors,
             h,
@@ -171,7 +207,7 @@ class GTOBasis:
         dq_dstrain : ndarray of shape (n_centres, 3, 3, n_features)
             ``sum_j (r_j - r_i)[a] d q_i / d r_j[b]``.
         """
-        return _normalised_derivatives(
+        return _kernel(_normalised_derivatives)(
             starts, species, vectors, c, q, 1.0 / norm, pair_row, self_row, n_rows,
             self.n_max, self.radial, self.gamma, self.harmonic_norm, self.feature_l,
             self.feature_x, self.feature_y,
@@ -190,7 +226,7 @@ def _harmonic_norms(l_max: int) -> np.ndarray:
 
 
 @nb.njit(cache=True)
-def _solid_harmonics(x, y, z, l_max, norm, s, ds):
+def _solid_harmonics(x, y, z, l_max, norm, s, ds, work):
     """Real regular solid harmonics ``|r|^l Y_lm`` (index l*l + l + m) and gradients.
 
     With ``|r|^l P_l^m(cos theta) = Q_l^m(z, rho) (|r| sin theta)^m`` (Condon-Shortley
@@ -201,11 +237,11 @@ def _solid_harmonics(x, y, z, l_max, norm, s, ds):
     """
     rho = x * x + y * y + z * z
     nl = l_max + 1
-    q = np.zeros((nl, nl))
-    qz = np.zeros((nl, nl))
-    qr = np.zeros((nl, nl))
-    cm = np.empty(nl)
-    sm = np.empty(nl)
+    q = work[0:nl]
+    qz = work[nl : 2 * nl]
+    qr = work[2 * nl : 3 * nl]
+    cm = work[3 * nl]
+    sm = work[3 * nl + 1]
     cm[0] = 1.0
     sm[0] = 0.0
     for m in range(1, nl):
@@ -215,6 +251,8 @@ def _solid_harmonics(x, y, z, l_max, norm, s, ds):
     for m in range(nl):
         if m > 0:
             q[m, m] = -(2 * m - 1) * q[m - 1, m - 1]
+        qz[m, m] = 0.0
+        qr[m, m] = 0.0
         for deg in range(m + 1, nl):
             a = (2 * deg - 1) * z
             b = (deg + m - 1) * rho
@@ -275,11 +313,12 @@ def _expand(starts, species, vectors, n_species, radial, gamma, norm):
     for i in nb.prange(n_centres):
         s = np.empty(n_lm)
         ds = np.empty((n_lm, 3))
+        work = np.empty((3 * nl + 2, nl))
         r = np.empty((nl, n_max))
         dr = np.empty((nl, n_max))
         for k in range(starts[i], starts[i + 1]):
             x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-            _solid_harmonics(x, y, z, nl - 1, norm, s, ds)
+            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
             r[:] = 0.0
             dr[:] = 0.0
             _radial(x * x + y * y + z * z, radial, gamma, r, dr)
@@ -292,40 +331,43 @@ def _expand(starts, species, vectors, n_species, radial, gamma, norm):
 
 
 @nb.njit(parallel=True, cache=True)
-def _contract(pair_centre, species, vectors, h, n_max, radial, gamma, norm):
-    n_pairs = len(pair_centre)
+def _contract(starts, species, vectors, h, n_max, radial, gamma, norm):
+    n_centres = len(starts) - 1
     nl = radial.shape[0]
     n_lm = nl * nl
-    out = np.empty((n_pairs, 3))
-    for k in nb.prange(n_pairs):
+    out = np.empty((len(species), 3))
+    for i in nb.prange(n_centres):
         s = np.empty(n_lm)
         ds = np.empty((n_lm, 3))
-        r = np.zeros((nl, n_max))
-        dr = np.zeros((nl, n_max))
-        x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-        _solid_harmonics(x, y, z, nl - 1, norm, s, ds)
-        _radial(x * x + y * y + z * z, radial, gamma, r, dr)
-        i = pair_centre[k]
-        row = species[k] * n_max
-        gx = 0.0
-        gy = 0.0
-        gz = 0.0
-        grho = 0.0
-        for deg in range(nl):
-            for lm in range(deg * deg, (deg + 1) * (deg + 1)):
-                hr = 0.0
-                hdr = 0.0
-                for n in range(n_max):
-                    hv = h[i, row + n, lm]
-                    hr += hv * r[deg, n]
-                    hdr += hv * dr[deg, n]
-                gx += hr * ds[lm, 0]
-                gy += hr * ds[lm, 1]
-                gz += hr * ds[lm, 2]
-                grho += hdr * s[lm]
-        out[k, 0] = gx + 2.0 * x * grho
-        out[k, 1] = gy + 2.0 * y * grho
-        out[k, 2] = gz + 2.0 * z * grho
+        work = np.empty((3 * nl + 2, nl))
+        r = np.empty((nl, n_max))
+        dr = np.empty((nl, n_max))
+        for k in range(starts[i], starts[i + 1]):
+            x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
+            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
+            r[:] = 0.0
+            dr[:] = 0.0
+            _radial(x * x + y * y + z * z, radial, gamma, r, dr)
+            row = species[k] * n_max
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            grho = 0.0
+            for deg in range(nl):
+                for lm in range(deg * deg, (deg + 1) * (deg + 1)):
+                    hr = 0.0
+                    hdr = 0.0
+                    for n in range(n_max):
+                        hv = h[i, row + n, lm]
+                        hr += hv * r[deg, n]
+                        hdr += hv * dr[deg, n]
+                    gx += hr * ds[lm, 0]
+                    gy += hr * ds[lm, 1]
+                    gz += hr * ds[lm, 2]
+                    grho += hdr * s[lm]
+            out[k, 0] = gx + 2.0 * x * grho
+            out[k, 1] = gy + 2.0 * y * grho
+            out[k, 2] = gz + 2.0 * z * grho
     return out
 
 
@@ -343,6 +385,7 @@ def _normalised_derivatives(
     for i in nb.prange(n_centres):
         s = np.empty(n_lm)
         ds = np.empty((n_lm, 3))
+        work = np.empty((3 * nl + 2, nl))
         r = np.empty((nl, n_max))
         dr = np.empty((nl, n_max))
         dc = np.empty((n_max, n_lm, 3))
@@ -350,7 +393,7 @@ def _normalised_derivatives(
         own = np.zeros((3, n_feat))
         for k in range(starts[i], starts[i + 1]):
             x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-            _solid_harmonics(x, y, z, nl - 1, norm, s, ds)
+            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
             r[:] = 0.0
             dr[:] = 0.0
             _radial(x * x + y * y + z * z, radial, gamma, r, dr)

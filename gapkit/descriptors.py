@@ -26,6 +26,7 @@ so the jump is below 1e-10 relative.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from ase import Atoms
@@ -67,6 +68,17 @@ def neighbour_cutoff(r_cut: float, sigma: float, tolerance: float) -> float:
     return float(max(gaussian, radial))
 
 
+class _CentrePairs(NamedTuple):
+    """Neighbour pairs of a list of centres, grouped per centre."""
+
+    local: np.ndarray  # position of the pair's centre in the list
+    starts: np.ndarray  # (n_centres + 1,) pair range of each centre
+    neighbour: np.ndarray  # atom j (periodic images not told apart)
+    species: np.ndarray  # species index of j
+    centre_species: np.ndarray  # species index of each centre
+    vectors: np.ndarray  # r_j - r_i (image included), float64
+
+
 @dataclass
 class StructureDescriptor:
     """Descriptors of one structure and, optionally, their derivatives.
@@ -78,7 +90,8 @@ class StructureDescriptor:
     numbers : ndarray of shape (n_atoms,)
         Atomic numbers of the centres.
     centre : ndarray of shape (n_pairs,), optional
-        Centre atom ``i`` of each derivative pair, sorted.
+        Centre of each derivative pair, as a position in :attr:`features`
+        (the atom index when all atoms are centres), sorted.
     neighbour : ndarray of shape (n_pairs,), optional
         Atom ``j`` (images folded back) of each pair; ``j == i`` included.
     dq_dr : ndarray of shape (n_pairs, 3, n_features), optional
@@ -101,7 +114,7 @@ class StructureDescriptor:
 
 
 class SOAP(BaseEstimator):
-    """Smooth overlap of atomic positions (normalised power spectrum) on DScribe.
+    """Smooth overlap of atomic positions: DScribe's normalised GTO power spectrum.
 
     Parameters
     ----------
@@ -126,7 +139,9 @@ class SOAP(BaseEstimator):
     engine : {"numba", "dscribe"}, default="numba"
         What evaluates the descriptor: gapkit's compiled closed-form GTO
         expansion, or DScribe itself (the reference; ~20x slower derivatives).
-        Both give the same numbers to ~1e-11 relative.
+        Both give the same numbers to ~1e-11 relative (for ``sigma`` down to
+        0.05 Å; at smaller widths DScribe's analytical derivative loses
+        accuracy, while the numba engine still matches finite differences).
 
     Notes
     -----
@@ -394,43 +409,50 @@ class SOAP(BaseEstimator):
             yield j, rel, p[0] * w, dp[0] * w  # dp: (n_cluster, 3, F)
 
     # ------------------------------------------------------- numba engine
-    def _pairs_of(self, atoms: Atoms, centres: np.ndarray, neighbours):
-        """The pairs of ``centres`` (in that order): local centre index, neighbour
-        atom, its species index and ``r_j - r_i``."""
+    def _pairs_of(self, atoms: Atoms, centres: np.ndarray, neighbours) -> _CentrePairs:
+        """The neighbour pairs of ``centres``, grouped per centre in that order."""
         self._check_species(atoms)
         i_all, j_all, d_all = neighbours if neighbours is not None else self.neighbour_list(atoms)
         starts = np.searchsorted(i_all, np.arange(len(atoms) + 1))
         counts = starts[centres + 1] - starts[centres]
         offsets = np.repeat(starts[centres] - np.r_[0, np.cumsum(counts)[:-1]], counts)
-        rows = np.arange(counts.sum()) + offsets
-        local = np.repeat(np.arange(len(centres)), counts)
+        rows = np.arange(counts.sum(), dtype=np.intp) + offsets
         species = np.searchsorted(self.species_numbers, atoms.numbers)
-        local_starts = np.r_[0, np.cumsum(counts)]
-        return local, local_starts, j_all[rows], species, np.ascontiguousarray(d_all[rows])
+        j = np.asarray(j_all[rows], dtype=np.intp)
+        return _CentrePairs(
+            local=np.repeat(np.arange(len(centres)), counts),
+            starts=np.r_[0, np.cumsum(counts)],
+            neighbour=j,
+            species=species[j],
+            centre_species=species[centres],
+            vectors=np.ascontiguousarray(d_all[rows], dtype=float),
+        )
 
     def _expand(self, atoms: Atoms, centres: np.ndarray, neighbours):
-        """Density coefficients and the weighted power spectrum of ``centres``."""
+        """Density coefficients, weighted power spectrum and pairs of ``centres``."""
         basis = self._basis()
-        local, starts, j, species, vectors = self._pairs_of(atoms, centres, neighbours)
-        c = basis.expand(starts, species[j], vectors, species[centres])
-        return c, basis.power_spectrum(c), (local, j, species[j], vectors)
+        pairs = self._pairs_of(atoms, centres, neighbours)
+        c = basis.expand(pairs.starts, pairs.species, pairs.vectors, pairs.centre_species)
+        return c, basis.power_spectrum(c), pairs
 
     def _numba_derivatives(self, atoms: Atoms, centres: np.ndarray, neighbours):
-        basis = self._basis()
         n_atoms, n_centres = len(atoms), len(centres)
-        c, p, (local, j, species_j, vectors) = self._expand(atoms, centres, neighbours)
+        c, p, pairs = self._expand(atoms, centres, neighbours)
         norm = np.linalg.norm(p, axis=1)
+        q = p / norm[:, None]
         # One row per (centre, atom): periodic images of an atom share it, and
         # each centre has its own row; rows sorted by centre, then atom.
-        keys = np.concatenate([local * n_atoms + j, np.arange(n_centres) * n_atoms + centres])
+        keys = np.concatenate(
+            [pairs.local * n_atoms + pairs.neighbour, np.arange(n_centres) * n_atoms + centres]
+        )
         unique, row = np.unique(keys, return_inverse=True)
-        starts = np.r_[0, np.cumsum(np.bincount(local, minlength=n_centres))]
-        dq, strain = basis.normalised_derivatives(
-            starts, species_j, vectors, c, p / norm[:, None], norm, row[: len(local)],
-            row[len(local) :], len(unique),
+        n_pairs = len(pairs.local)
+        dq, strain = self._basis().normalised_derivatives(
+            pairs.starts, pairs.species, pairs.vectors, c, q, norm, row[:n_pairs],
+            row[n_pairs:], len(unique),
         )
         return StructureDescriptor(
-            features=p / norm[:, None],
+            features=q,
             numbers=atoms.numbers[centres].copy(),
             centre=unique // n_atoms,
             neighbour=unique % n_atoms,
@@ -439,24 +461,27 @@ class SOAP(BaseEstimator):
         )
 
     def _numba_contract(self, atoms: Atoms, gradient, centres: np.ndarray, neighbours):
-        basis = self._basis()
         n_atoms = len(atoms)
         if len(centres) == 0:
             return np.zeros(0), np.zeros((n_atoms, 3)), np.zeros((3, 3))
-        c, p, (local, j, species_j, vectors) = self._expand(atoms, centres, neighbours)
+        c, p, pairs = self._expand(atoms, centres, neighbours)
         norm = np.linalg.norm(p, axis=1)
         q = p / norm[:, None]
         eps, w = gradient(q, atoms.numbers[centres])
         w = np.asarray(w, dtype=float)
         # d eps / d p for p = |p| q
         dp = (w - np.einsum("if,if->i", q, w)[:, None] * q) / norm[:, None]
-        g = basis.contract(local, species_j, vectors, basis.coefficient_gradient(c, dp))
+        basis = self._basis()
+        g = basis.contract(
+            pairs.starts, pairs.species, pairs.vectors, basis.coefficient_gradient(c, dp)
+        )  # d eps_i / d r_j per pair
+        owner = centres[pairs.local]
         forces = np.zeros((n_atoms, 3))
         for b in range(3):
-            forces[:, b] = np.bincount(centres[local], g[:, b], minlength=n_atoms) - np.bincount(
-                j, g[:, b], minlength=n_atoms
+            forces[:, b] = np.bincount(owner, g[:, b], minlength=n_atoms) - np.bincount(
+                pairs.neighbour, g[:, b], minlength=n_atoms
             )
-        return np.asarray(eps, dtype=float), forces, vectors.T @ g
+        return np.asarray(eps, dtype=float), forces, pairs.vectors.T @ g
 
     def contract_derivatives(
         self, atoms: Atoms, gradient, centres: np.ndarray | None = None, neighbours=None
@@ -464,8 +489,8 @@ class SOAP(BaseEstimator):
         """Energies, forces and virial of a local-energy model in one pass.
 
         The descriptor derivatives of each centre are contracted with the
-        gradient of its local energy as soon as DScribe returns them, and never
-        stored: the fast path for predictions (the same numbers as
+        gradient of its local energy as they are computed, and never stored:
+        the fast path for predictions (the same numbers as
         :meth:`features_and_derivatives` followed by
         :func:`gapkit.design.predict_structure`).
 

@@ -31,6 +31,8 @@ def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator:
         cluster = LocalCluster(
             n_workers=n_workers or 2, threads_per_worker=1, processes=True,
             host="127.0.0.1", dashboard_address=None,
+            # one thread per worker for the compiled loops too (numba ignores OMP_*)
+            env={"NUMBA_NUM_THREADS": "1"},
         )
         client = Client(cluster)
         try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
 from ase import Atoms
@@ -234,3 +237,18 @@ def test_numba_engine_equals_dscribe(case, nacl_rattled):
 def test_engine_is_validated():
     with pytest.raises(InvalidParameterError, match="'engine'"):
         small_soap(species=["Cu"], engine="fortran").features(bulk("Cu"))
+
+
+def _features_in_child(soap, atoms):
+    return soap.features(atoms)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_forked_child_computes_descriptors(nacl_rattled):
+    """A process forked after the parent ran the compiled (OpenMP) loops must not
+    abort: it runs serial copies of the kernels."""
+    soap = small_soap(species=["Na", "Cl"])
+    expected = soap.features(nacl_rattled)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_features_in_child, (soap, nacl_rattled)).get(timeout=300)
+    np.testing.assert_allclose(got, expected, atol=1e-12)

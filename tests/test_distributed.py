@@ -62,6 +62,21 @@ def test_dask_local_cluster_equals_serial(cu_data):
     assert on_dask.log_marginal_likelihood_ == pytest.approx(serial.log_marginal_likelihood_)
 
 
+def test_local_cluster_workers_run_one_compiled_thread():
+    """numba ignores OMP_NUM_THREADS: the local cluster sets its threads itself,
+    so two workers on two cores do not start four threads of compiled loops."""
+    pytest.importorskip("dask.distributed")
+    from gapkit.distributed import dask_client
+
+    def threads():
+        import numba
+
+        return numba.get_num_threads()
+
+    with dask_client("local", 2) as client:
+        assert set(client.run(threads).values()) == {1}
+
+
 class _Done:
     """A finished 'future' holding its value."""
 
