@@ -208,9 +208,22 @@ class GTOBasis:
             ``sum_j (r_j - r_i)[a] d q_i / d r_j[b]``.
         """
         return _kernel(_normalised_derivatives)(
-            starts, species, vectors, c, q, 1.0 / norm, pair_row, self_row, n_rows,
-            self.n_max, self.radial, self.gamma, self.harmonic_norm, self.feature_l,
-            self.feature_x, self.feature_y,
+            starts,
+            species,
+            vectors,
+            c,
+            q,
+            1.0 / norm,
+            pair_row,
+            self_row,
+            n_rows,
+            self.n_max,
+            self.radial,
+            self.gamma,
+            self.harmonic_norm,
+            self.feature_l,
+            self.feature_x,
+            self.feature_y,
             self.feature_weight * self.spectrum_prefactor[self.feature_l],
         )
 
@@ -304,6 +317,28 @@ def _radial(rho, radial, gamma, r, dr):
                 dr[deg, n] += radial[deg, n, a] * ge
 
 
+@nb.njit(cache=True)
+def _buffers(nl, n_max):
+    """Work arrays of one thread: S_lm, grad S_lm, recurrence, R_nl, dR_nl/drho."""
+    n_lm = nl * nl
+    return (
+        np.empty(n_lm),
+        np.empty((n_lm, 3)),
+        np.empty((3 * nl + 2, nl)),
+        np.empty((nl, n_max)),
+        np.empty((nl, n_max)),
+    )
+
+
+@nb.njit(cache=True)
+def _neighbour_basis(x, y, z, radial, gamma, norm, s, ds, work, r, dr):
+    """Angular and radial factors of one neighbour at (x, y, z) into the buffers."""
+    _solid_harmonics(x, y, z, radial.shape[0] - 1, norm, s, ds, work)
+    r[:] = 0.0
+    dr[:] = 0.0
+    _radial(x * x + y * y + z * z, radial, gamma, r, dr)
+
+
 @nb.njit(parallel=True, cache=True)
 def _expand(starts, species, vectors, n_species, radial, gamma, norm):
     n_centres = len(starts) - 1
@@ -311,17 +346,10 @@ def _expand(starts, species, vectors, n_species, radial, gamma, norm):
     n_lm = nl * nl
     c = np.zeros((n_centres, n_species * n_max, n_lm))
     for i in nb.prange(n_centres):
-        s = np.empty(n_lm)
-        ds = np.empty((n_lm, 3))
-        work = np.empty((3 * nl + 2, nl))
-        r = np.empty((nl, n_max))
-        dr = np.empty((nl, n_max))
+        s, ds, work, r, dr = _buffers(nl, n_max)
         for k in range(starts[i], starts[i + 1]):
             x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
-            r[:] = 0.0
-            dr[:] = 0.0
-            _radial(x * x + y * y + z * z, radial, gamma, r, dr)
+            _neighbour_basis(x, y, z, radial, gamma, norm, s, ds, work, r, dr)
             row = species[k] * n_max
             for deg in range(nl):
                 for lm in range(deg * deg, (deg + 1) * (deg + 1)):
@@ -334,20 +362,12 @@ def _expand(starts, species, vectors, n_species, radial, gamma, norm):
 def _contract(starts, species, vectors, h, n_max, radial, gamma, norm):
     n_centres = len(starts) - 1
     nl = radial.shape[0]
-    n_lm = nl * nl
     out = np.empty((len(species), 3))
     for i in nb.prange(n_centres):
-        s = np.empty(n_lm)
-        ds = np.empty((n_lm, 3))
-        work = np.empty((3 * nl + 2, nl))
-        r = np.empty((nl, n_max))
-        dr = np.empty((nl, n_max))
+        s, ds, work, r, dr = _buffers(nl, n_max)
         for k in range(starts[i], starts[i + 1]):
             x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
-            r[:] = 0.0
-            dr[:] = 0.0
-            _radial(x * x + y * y + z * z, radial, gamma, r, dr)
+            _neighbour_basis(x, y, z, radial, gamma, norm, s, ds, work, r, dr)
             row = species[k] * n_max
             gx = 0.0
             gy = 0.0
@@ -373,8 +393,23 @@ def _contract(starts, species, vectors, h, n_max, radial, gamma, norm):
 
 @nb.njit(parallel=True, cache=True)
 def _normalised_derivatives(
-    starts, species, vectors, c, q, inv_norm, pair_row, self_row, n_rows, n_max, radial,
-    gamma, norm, f_l, f_x, f_y, f_scale,
+    starts,
+    species,
+    vectors,
+    c,
+    q,
+    inv_norm,
+    pair_row,
+    self_row,
+    n_rows,
+    n_max,
+    radial,
+    gamma,
+    norm,
+    f_l,
+    f_x,
+    f_y,
+    f_scale,
 ):
     n_centres = len(starts) - 1
     nl = radial.shape[0]
@@ -383,20 +418,13 @@ def _normalised_derivatives(
     out = np.zeros((n_rows, 3, n_feat))
     strain = np.zeros((n_centres, 3, 3, n_feat))
     for i in nb.prange(n_centres):
-        s = np.empty(n_lm)
-        ds = np.empty((n_lm, 3))
-        work = np.empty((3 * nl + 2, nl))
-        r = np.empty((nl, n_max))
-        dr = np.empty((nl, n_max))
+        s, ds, work, r, dr = _buffers(nl, n_max)
         dc = np.empty((n_max, n_lm, 3))
         dp = np.empty((3, n_feat))
         own = np.zeros((3, n_feat))
         for k in range(starts[i], starts[i + 1]):
             x, y, z = vectors[k, 0], vectors[k, 1], vectors[k, 2]
-            _solid_harmonics(x, y, z, nl - 1, norm, s, ds, work)
-            r[:] = 0.0
-            dr[:] = 0.0
-            _radial(x * x + y * y + z * z, radial, gamma, r, dr)
+            _neighbour_basis(x, y, z, radial, gamma, norm, s, ds, work, r, dr)
             for deg in range(nl):
                 for lm in range(deg * deg, (deg + 1) * (deg + 1)):
                     for n in range(n_max):
