@@ -441,20 +441,18 @@ def _normalised_derivatives(
                 ax = 0.0
                 ay = 0.0
                 az = 0.0
-                if xr // n_max == species[k]:
-                    nx = xr - row
+                # product rule: the moving factor is whichever row is the neighbour's
+                for side in range(2):
+                    moving = xr if side == 0 else yr
+                    fixed = yr if side == 0 else xr
+                    if moving // n_max != species[k]:
+                        continue
+                    nm = moving - row
                     for lm in range(deg * deg, (deg + 1) * (deg + 1)):
-                        cy = c[i, yr, lm]
-                        ax += dc[nx, lm, 0] * cy
-                        ay += dc[nx, lm, 1] * cy
-                        az += dc[nx, lm, 2] * cy
-                if yr // n_max == species[k]:
-                    ny = yr - row
-                    for lm in range(deg * deg, (deg + 1) * (deg + 1)):
-                        cx = c[i, xr, lm]
-                        ax += dc[ny, lm, 0] * cx
-                        ay += dc[ny, lm, 1] * cx
-                        az += dc[ny, lm, 2] * cx
+                        cf = c[i, fixed, lm]
+                        ax += dc[nm, lm, 0] * cf
+                        ay += dc[nm, lm, 1] * cf
+                        az += dc[nm, lm, 2] * cf
                 dp[0, f] = f_scale[f] * ax
                 dp[1, f] = f_scale[f] * ay
                 dp[2, f] = f_scale[f] * az

@@ -317,12 +317,12 @@ class SOAP(BaseEstimator):
         -------
         ndarray of shape (n_atoms, n_features)
         """
-        engine = self._engine()
-        self._check_species(atoms)
         n = len(atoms)
         if self.engine == "numba":
-            p = self._expand(atoms, np.arange(n), self.neighbour_list(atoms))[1]
+            p = self._expand(atoms, np.arange(n), None)[1]
             return p / np.linalg.norm(p, axis=1, keepdims=True)
+        engine = self._engine()
+        self._check_species(atoms)
         # One non-periodic cluster: the atoms themselves plus every periodic image
         # that is a neighbour of some atom.
         _, j, _, shift = neighbour_pairs(atoms, self.neighbour_cutoff)
