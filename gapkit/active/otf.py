@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from ase.md.verlet import VelocityVerlet
 from sklearn.base import clone
 
 from ..exceptions import InvalidParameterError
+from .incremental import IncrementalGAP
 from .selection import label_structures
 
 __all__ = ["OnTheFlyLearner", "OnTheFlyResult"]
@@ -54,13 +56,28 @@ class OnTheFlyLearner:
     the current structure, which is appended to ``data_path`` (extended XYZ,
     flushed and synced to disk *before* the model changes); the
     ``n_sparse_add`` environments of that structure with the largest
-    local-energy uncertainty join the sparse points; the model is refitted on
-    every labelled structure; and the dynamics continue with it.
+    local-energy uncertainty (under the model before the update) join the
+    sparse points; the model is updated incrementally
+    (:class:`~gapkit.active.IncrementalGAP`: new columns of the design matrix
+    for the cached structures, rows of the new structure, one QR; no
+    descriptor of an earlier structure is computed again); and the dynamics
+    continue with it. ``e0`` and the hyperparameters are those of the initial
+    fit on the first structure; with ``optimize`` set on the model, the
+    hyperparameters are optimised again on all labelled data after every
+    update (from the cached rows). The sparse points of the initial fit are
+    drawn with the model's ``random_state`` (0 when None, so that a resumed
+    run draws the same ones).
 
     A run that is killed resumes from its files: the labelled structures are
     read back from ``data_path`` (no reference calculation is repeated and
-    none is added twice) and the dynamics restart from the newest of the
-    checkpoint and the last labelled structure.
+    none is added twice) and the model is rebuilt by replaying them in order
+    (initial fit on the first, then for each following one the same sparse
+    point growth and update as in the run), which gives the model the
+    uninterrupted run had, to rounding. The dynamics restart from the newest
+    of the checkpoint and the last labelled structure. The run always
+    continues from the state as written to those files (positions and
+    momenta to the 8 decimals of extended XYZ), so with deterministic
+    dynamics (``VelocityVerlet``) a resumed run repeats the uninterrupted one.
 
     Parameters
     ----------
@@ -117,22 +134,42 @@ class OnTheFlyLearner:
         self.min_interval = min_interval
 
     # ------------------------------------------------------------- storage
-    def _append(self, atoms: Atoms) -> None:
+    @staticmethod
+    def _as_written(atoms: Atoms) -> tuple[str, Atoms]:
+        """The extended-XYZ text of ``atoms`` and the structure read back from it."""
+        buffer = io.StringIO()
+        write(buffer, atoms, format="extxyz")
+        text = buffer.getvalue()
+        return text, read(io.StringIO(text), format="extxyz")
+
+    def _append(self, atoms: Atoms) -> Atoms:
+        """Append ``atoms`` to the data file (synced); returns it as a resume reads it."""
+        text, written = self._as_written(atoms)
         with open(self.data_path, "a") as fh:
-            write(fh, atoms, format="extxyz")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
+        return written
 
-    def _checkpoint(self, atoms: Atoms, step: int) -> None:
+    def _checkpoint(self, atoms: Atoms, step: int) -> Atoms:
+        """Save the MD state atomically; returns it as a resume reads it."""
         state = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
                       momenta=atoms.get_momenta())
         state.info["otf_step"] = step
+        text, written = self._as_written(state)
         fd, tmp = tempfile.mkstemp(dir=self.checkpoint_path.parent, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
-            write(fh, state, format="extxyz")
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.checkpoint_path)
+        return written
+
+    @staticmethod
+    def _continue_from(atoms: Atoms, state: Atoms) -> None:
+        """Put the state as written into the running ``atoms`` (a resume starts there)."""
+        atoms.set_positions(state.positions)
+        atoms.set_momenta(state.get_momenta())
 
     def _read_labelled(self) -> list[Atoms]:
         if not self.data_path.exists() or self.data_path.stat().st_size == 0:
@@ -145,21 +182,37 @@ class OnTheFlyLearner:
             return float(self.threshold)
         return float(self.threshold * model.hyperparameters_["sigma_force"])
 
-    def _refit(self, labelled: list[Atoms], sparse=None):
+    def _start_model(self, first: Atoms) -> IncrementalGAP:
+        """The initial fit on the first labelled structure."""
         model = clone(self.model)
-        if sparse is None:
-            return model.fit(labelled)
-        return model.fit(labelled, sparse_points=sparse)
+        if model.random_state is None:  # a resumed run must draw the same sparse points
+            model.set_params(random_state=0)
+        return IncrementalGAP(model, [first])
 
-    def _grow_sparse(self, model, atoms: Atoms):
+    def _uncertain_environments(self, model, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
+        """Descriptors and species of the ``n_sparse_add`` environments of ``atoms``
+        with the largest local-energy std under ``model``."""
+        if self.n_sparse_add <= 0:
+            return np.zeros((0, model.sparse_features_.shape[1])), np.zeros(0, int)
         _, local_std = model.predict_local_energies([atoms], return_std=True)
-        worst = np.argsort(local_std[0])[::-1][: self.n_sparse_add]
-        q_new = model.descriptor_.features(atoms)[worst]
-        q = np.vstack([model.sparse_features_, q_new])
-        z = np.concatenate([model.sparse_numbers_, atoms.numbers[worst]])
-        _, keep = np.unique(np.round(q, 10), axis=0, return_index=True)
-        keep = np.sort(keep)
-        return q[keep], z[keep]
+        worst = np.argsort(local_std[0], kind="stable")[::-1][: self.n_sparse_add]
+        return model.descriptor_.features(atoms)[worst], atoms.numbers[worst]
+
+    def _update(self, learner: IncrementalGAP, new: Atoms) -> None:
+        """Grow the sparse set from ``new`` (chosen with the current model), add it."""
+        q_new, z_new = self._uncertain_environments(learner.model, new)
+        if len(z_new):
+            learner.add_sparse_points(q_new, z_new)
+        learner.add_structures([new])
+        if learner.model.optimize:
+            learner.optimize_hyperparameters()
+
+    def _replay(self, labelled: list[Atoms]) -> IncrementalGAP:
+        """The model an uninterrupted run had after these labelled structures."""
+        learner = self._start_model(labelled[0])
+        for new in labelled[1:]:
+            self._update(learner, new)
+        return learner
 
     def _label(self, atoms: Atoms, step: int) -> Atoms:
         (labelled,) = label_structures([atoms], self.reference)  # keeps the momenta
@@ -187,7 +240,7 @@ class OnTheFlyLearner:
         labelled = self._read_labelled()
         step, calls = 0, 0
         atoms = atoms.copy()
-        if labelled:
+        if labelled:  # resume: no reference call, the model is rebuilt from the data
             candidates = [labelled[-1]]
             if self.checkpoint_path.exists():
                 candidates.append(read(self.checkpoint_path))
@@ -195,32 +248,32 @@ class OnTheFlyLearner:
             step = int(latest.info.get("otf_step", 0))
             atoms = Atoms(latest.numbers, latest.positions, cell=latest.cell, pbc=latest.pbc,
                           momenta=latest.get_momenta())
+            learner = self._replay(labelled)
         else:
-            first = self._label(atoms, 0)
-            self._append(first)
+            first = self._append(self._label(atoms, 0))  # on disk before the fit
+            self._continue_from(atoms, first)
             labelled, calls = [first], 1
-        model = self._refit(labelled)
-        if len(labelled) > 1:  # resumed: the sparse set grows again from the data
-            model = self._refit(labelled, self._grow_sparse(model, labelled[-1]))
+            learner = self._start_model(first)
+        model = learner.model
         atoms.calc = model.calculator(uncertainty=True)
         dyn = dynamics(atoms, timestep, **dynamics_kwargs)
         history = []
-        last_call = step
+        last_call = int(labelled[-1].info.get("otf_step", 0))
         while step < steps:
             dyn.run(1)
             step += 1
             per_atom = np.linalg.norm(atoms.calc.results["forces_std"], axis=1)
             history.append(float(per_atom.max()))
             if history[-1] > self._threshold(model) and step - last_call >= self.min_interval:
-                new = self._label(atoms, step)
-                self._append(new)  # on disk before the model changes
+                new = self._append(self._label(atoms, step))  # on disk before the model changes
+                self._continue_from(atoms, new)
                 labelled.append(new)
                 calls += 1
                 last_call = step
-                model = self._refit(labelled, self._grow_sparse(model, new))
+                self._update(learner, new)
                 atoms.calc = model.calculator(uncertainty=True)
-                self._checkpoint(atoms, step)
+                self._continue_from(atoms, self._checkpoint(atoms, step))
             elif step % self.checkpoint_interval == 0:
-                self._checkpoint(atoms, step)
+                self._continue_from(atoms, self._checkpoint(atoms, step))
         self._checkpoint(atoms, step)
         return OnTheFlyResult(step, calls, len(labelled), history, model)

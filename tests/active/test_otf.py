@@ -11,7 +11,7 @@ from ase.io import read
 from conftest import small_soap
 
 from gapkit import GAPRegressor
-from gapkit.active import OnTheFlyLearner
+from gapkit.active import IncrementalGAP, OnTheFlyLearner
 
 
 class CountingEMT(EMT):
@@ -81,3 +81,84 @@ def test_resume_after_crash_repeats_no_reference_call(tmp_path):
     steps = [a.info["otf_step"] for a in frames]
     assert steps[:1] == steps_saved and len(set(steps)) == len(steps)  # no duplicates
     assert all(b > a for a, b in zip(steps, steps[1:], strict=False))
+
+
+def _learner(reference, data, **kwargs):
+    return OnTheFlyLearner(_model(), reference, threshold=0.03, data_path=data,
+                           checkpoint_interval=5, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    data = tmp_path_factory.mktemp("otf") / "u.xyz"
+    reference = CountingEMT()
+    result = _learner(reference, data).run(_start(), 30, timestep=2 * units.fs)
+    assert result.reference_calls == reference.calls >= 3
+    return result, read(data, ":")
+
+
+def _same_frames(frames, expected):
+    assert [a.info["otf_step"] for a in frames] == [a.info["otf_step"] for a in expected]
+    for a, b in zip(frames, expected, strict=True):
+        np.testing.assert_allclose(a.positions, b.positions, rtol=0, atol=1e-7)
+        assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-7)
+
+
+def _same_model(model, expected):
+    np.testing.assert_array_equal(model.sparse_numbers_, expected.sparse_numbers_)
+    np.testing.assert_allclose(model.sparse_features_, expected.sparse_features_, rtol=0,
+                               atol=1e-12)
+    np.testing.assert_allclose(model.coefficients_, expected.coefficients_, rtol=0,
+                               atol=1e-10 * np.abs(expected.coefficients_).max())
+
+
+def test_resume_rebuilds_the_model_of_the_uninterrupted_run(uninterrupted, tmp_path):
+    result, frames = uninterrupted
+    data = tmp_path / "d.xyz"
+    data.write_text("".join(_as_text(a) for a in frames))
+    reference = CountingEMT()
+    resumed = _learner(reference, data).run(_start(), 30, timestep=2 * units.fs)
+    assert reference.calls == resumed.reference_calls == 0  # replayed from the file only
+    assert resumed.n_labelled == len(frames)
+    _same_model(resumed.model, result.model)
+
+
+@pytest.mark.parametrize("crash", ["in the reference call", "between write and update"])
+def test_killed_run_resumes_as_if_never_killed(uninterrupted, tmp_path, monkeypatch, crash):
+    result, expected = uninterrupted
+    data = tmp_path / "d.xyz"
+    if crash == "in the reference call":  # the third call dies: two structures on disk
+        killed, on_disk = _learner(CountingEMT(fail_on=3), data), 2
+    else:  # the second update dies after the third structure was written
+        killed, on_disk = _learner(CountingEMT(), data), 3
+        original, updates = IncrementalGAP.add_structures, []
+
+        def dying(self, frames, y=None):
+            updates.append(1)
+            if len(updates) == 2:
+                raise RuntimeError("simulated crash during the update")
+            return original(self, frames, y)
+
+        monkeypatch.setattr(IncrementalGAP, "add_structures", dying)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        killed.run(_start(), 30, timestep=2 * units.fs)
+    monkeypatch.undo()
+    _same_frames(read(data, ":"), expected[:on_disk])
+
+    reference = CountingEMT()
+    resumed = _learner(reference, data).run(_start(), 30, timestep=2 * units.fs)
+    assert reference.calls == resumed.reference_calls == len(expected) - on_disk
+    frames = read(data, ":")
+    _same_frames(frames, expected)  # none lost, none twice, none recomputed
+    assert resumed.steps == result.steps and resumed.n_labelled == len(expected)
+    _same_model(resumed.model, result.model)
+
+
+def _as_text(atoms):
+    import io
+
+    from ase.io import write
+
+    buffer = io.StringIO()
+    write(buffer, atoms, format="extxyz")
+    return buffer.getvalue()
