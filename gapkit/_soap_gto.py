@@ -24,41 +24,17 @@ contributes to ``l = 0`` only.
 
 from __future__ import annotations
 
-import os
 from math import factorial
 
 import numba as nb
 import numpy as np
 
+from ._fork_safe import fork_safe
+
 __all__ = ["GTOBasis"]
 
 #: Centres whose full (l, x, y) power spectrum is held at once.
 SPECTRUM_CHUNK = 1024
-
-# numba's parallel loops run on GNU OpenMP here (no TBB), which aborts a process
-# forked from one that has used it. A forked child therefore runs serial copies
-# of the kernels, compiled on first use there.
-_in_forked_child = False
-_serial_kernels: dict = {}
-
-
-def _mark_forked_child() -> None:
-    global _in_forked_child
-    _in_forked_child = True
-
-
-os.register_at_fork(after_in_child=_mark_forked_child)
-
-
-def _kernel(parallel):
-    """``parallel`` itself, or its serial twin in a forked child."""
-    if not _in_forked_child:
-        return parallel
-    serial = _serial_kernels.get(parallel)
-    if serial is None:
-        serial = _serial_kernels[parallel] = nb.njit(parallel.py_func)
-    return serial
-
 
 class GTOBasis:
     """Constants of DScribe's GTO SOAP and the feature layout.
@@ -126,7 +102,7 @@ class GTOBasis:
         ``starts`` (n_centres + 1) delimit each centre's rows in ``species``
         (species index of each neighbour) and ``vectors`` (r_j - r_i).
         """
-        c = _kernel(_expand)(
+        c = fork_safe(_expand)(
             starts,
             species,
             vectors,
@@ -179,7 +155,7 @@ class GTOBasis:
     def contract(self, starts, species, vectors, h) -> np.ndarray:
         """``d eps_i / d r_j`` of each pair, (n_pairs, 3), for ``h = d eps / d c``
         (pairs per centre as in :meth:`expand`)."""
-        return _kernel(_contract)(
+        return fork_safe(_contract)(
             starts,
             species,
             vectors,
@@ -207,7 +183,7 @@ class GTOBasis:
         dq_dstrain : ndarray of shape (n_centres, 3, 3, n_features)
             ``sum_j (r_j - r_i)[a] d q_i / d r_j[b]``.
         """
-        return _kernel(_normalised_derivatives)(
+        return fork_safe(_normalised_derivatives)(
             starts,
             species,
             vectors,

@@ -53,6 +53,7 @@ import numba as nb
 import numpy as np
 import scipy.fft
 
+from .._fork_safe import fork_safe
 from ..backend import index_add
 from ._arrays import array_namespace, device_of, host, is_cupy, is_numpy, to_device
 from .realspace import wrap_positions
@@ -256,19 +257,19 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
     recip = np.linalg.inv(cell).T
     frac, _ = wrap_positions(positions, cell)
     u = np.ascontiguousarray(frac * mesh)
-    idx, wts, der = _spline_tables(u, mesh, order)
+    idx, wts, der = fork_safe(_spline_tables)(u, mesh, order)
     n = len(charges)
     nchunks = max(1, min(nb.get_num_threads(), n // 2000))
-    grid = _spread(charges, idx, wts, order, mesh, nchunks)
+    grid = fork_safe(_spread)(charges, idx, wts, order, mesh, nchunks)
     fq = scipy.fft.rfftn(grid, workers=workers)
     bsq = [bspline_moduli(int(k), order) for k in mesh]
-    energy, virial = _influence(fq, recip, float(alpha), volume, bsq[0], bsq[1],
+    energy, virial = fork_safe(_influence)(fq, recip, float(alpha), volume, bsq[0], bsq[1],
                                 bsq[2][: fq.shape[2]].copy(), int(mesh[2]),
                                 bool(compute_virial))
     phi = scipy.fft.irfftn(fq, s=tuple(int(k) for k in mesh), workers=workers)
     phi *= float(np.prod(mesh))
     scale = np.ascontiguousarray(recip * mesh[:, None])
-    pot, forces = _gather(phi, charges, idx, wts, der, order, scale)
+    pot, forces = fork_safe(_gather)(phi, charges, idx, wts, der, order, scale)
     if not compute_virial:
         virial = np.zeros(6)
     return 0.5 * charges * pot, forces, virial

@@ -35,6 +35,7 @@ import numba as nb
 import numpy as np
 from scipy.special import erfcx
 
+from .._fork_safe import fork_safe
 from ._arrays import array_namespace, device_of, host, is_numpy, to_device
 
 __all__ = ["wrap_positions", "real_space_sum", "pair_sum"]
@@ -286,7 +287,7 @@ def real_space_sum(positions, cell, charges, alpha, cutoff):
     qs = np.ascontiguousarray(charges[order])
     table = _erfc_table(alpha * cutoff)
     nthreads = max(1, min(nb.get_num_threads(), n // 64))
-    e_s, f_s, v_s = _real_space_kernel(
+    e_s, f_s, v_s = fork_safe(_real_space_kernel)(
         xs, qs, start, nbins, srange, offsets, wrap, image, cell, float(alpha), float(cutoff),
         table, nthreads,
     )
@@ -358,7 +359,7 @@ def pair_sum(positions, charges):
     q = np.ascontiguousarray(charges, dtype=float)
     if len(q) == 0:
         return np.zeros(0), np.zeros((0, 3))
-    return _pair_kernel(x, q)
+    return fork_safe(_pair_kernel)(x, q)
 
 
 def _pair_sum_xp(xp: Any, x: Any, q: Any) -> tuple[Any, Any]:

@@ -162,3 +162,25 @@ def test_small_cell_smaller_than_cutoff():
                                                        rel=1e-10)
     np.testing.assert_allclose(big.get_forces()[:2], atoms.get_forces(), atol=1e-9)
     np.testing.assert_allclose(big.get_stress(), atoms.get_stress(), atol=1e-10)
+
+
+def _energy_and_forces_in_child(calc, atoms):
+    atoms = atoms.copy()
+    atoms.calc = calc
+    return atoms.get_potential_energy(), atoms.get_forces()
+
+
+@pytest.mark.parametrize("method", [PME, Ewald])
+def test_forked_child_computes_electrostatics(method):
+    """A process forked after the parent ran the compiled (OpenMP) loops must not
+    abort (GNU OpenMP does after fork): it runs serial copies of the kernels."""
+    import multiprocessing
+
+    atoms = random_system(3)
+    reference = atoms.copy()
+    reference.calc = method()
+    energy, forces = reference.get_potential_energy(), reference.get_forces()
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_energy_and_forces_in_child, (method(), atoms)).get(timeout=120)
+    assert got[0] == pytest.approx(energy, rel=1e-10)
+    np.testing.assert_allclose(got[1], forces, rtol=0, atol=1e-9 * np.abs(forces).max())
