@@ -48,7 +48,7 @@ from ..estimator import (
 from ..exceptions import InvalidParameterError
 from ..gp import StreamingQR, log_marginal_likelihood
 
-__all__ = ["IncrementalGAP"]
+__all__ = ["IncrementalGAP", "most_uncertain_environments"]
 
 #: New sparse points closer than this (largest component difference) to a sparse
 #: point of the same species are duplicates and skipped.
@@ -56,6 +56,28 @@ DUPLICATE_TOLERANCE = 1e-10
 
 _SIGMA_OF_KIND = {_KIND_ENERGY: "sigma_energy", _KIND_FORCE: "sigma_force",
                   _KIND_VIRIAL: "sigma_virial"}
+
+
+def most_uncertain_environments(model: GAPRegressor, atoms: Atoms,
+                                k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` environments of ``atoms`` with the largest local-energy std.
+
+    Candidates for new sparse points (e.g. for
+    :meth:`IncrementalGAP.add_sparse_points`): where the model is least sure
+    of the local energy, a new basis function helps most.
+
+    Returns
+    -------
+    features : ndarray of shape (k, n_features)
+        Normalised descriptors of those environments, most uncertain first.
+    numbers : ndarray of shape (k,)
+        Their atomic numbers.
+    """
+    if k <= 0:
+        return np.zeros((0, model.sparse_features_.shape[1])), np.zeros(0, int)
+    _, local_std = model.predict_local_energies([atoms], return_std=True)
+    worst = np.argsort(local_std[0], kind="stable")[::-1][:k]
+    return model.descriptor_.features(atoms)[worst], atoms.numbers[worst]
 
 
 class _Precomputed:

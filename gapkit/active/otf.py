@@ -15,7 +15,7 @@ from ase.md.verlet import VelocityVerlet
 from sklearn.base import clone
 
 from ..exceptions import InvalidParameterError
-from .incremental import IncrementalGAP
+from .incremental import IncrementalGAP, most_uncertain_environments
 from .selection import label_structures
 
 __all__ = ["OnTheFlyLearner", "OnTheFlyResult"]
@@ -189,18 +189,9 @@ class OnTheFlyLearner:
             model.set_params(random_state=0)
         return IncrementalGAP(model, [first])
 
-    def _uncertain_environments(self, model, atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-        """Descriptors and species of the ``n_sparse_add`` environments of ``atoms``
-        with the largest local-energy std under ``model``."""
-        if self.n_sparse_add <= 0:
-            return np.zeros((0, model.sparse_features_.shape[1])), np.zeros(0, int)
-        _, local_std = model.predict_local_energies([atoms], return_std=True)
-        worst = np.argsort(local_std[0], kind="stable")[::-1][: self.n_sparse_add]
-        return model.descriptor_.features(atoms)[worst], atoms.numbers[worst]
-
     def _update(self, learner: IncrementalGAP, new: Atoms) -> None:
         """Grow the sparse set from ``new`` (chosen with the current model), add it."""
-        q_new, z_new = self._uncertain_environments(learner.model, new)
+        q_new, z_new = most_uncertain_environments(learner.model, new, self.n_sparse_add)
         if len(z_new):
             learner.add_sparse_points(q_new, z_new)
         learner.add_structures([new])

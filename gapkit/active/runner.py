@@ -11,6 +11,7 @@ from ase.io import read, write
 from sklearn.base import clone
 
 from ..exceptions import InvalidParameterError
+from .incremental import IncrementalGAP, most_uncertain_environments
 from .otf import OnTheFlyLearner
 from .selection import label_structures, select_batch
 
@@ -104,6 +105,11 @@ def run_learning(config: dict, *, log=print):
         batch = int(config.pop("batch", 5))
         rounds = int(config.pop("rounds", 5))
         seed = int(config.pop("seed", 0))
+        update = config.pop("update", "refit")
+        n_sparse_add = int(config.pop("n_sparse_add", 10))
+        if update not in ("refit", "incremental"):
+            raise InvalidParameterError(
+                f"learn: 'update' must be 'refit' or 'incremental'; got {update!r}.")
         _no_leftovers(config)
         labelled = read(output, ":") if output.exists() and output.stat().st_size else []
         taken = [int(a.info["pool_index"]) for a in labelled]
@@ -112,17 +118,25 @@ def run_learning(config: dict, *, log=print):
             labelled = _label_and_append(pool, start, reference, output)
             taken = start
             log(f"labelled {len(start)} random structures to start")
+        incremental = IncrementalGAP(clone(model), labelled) if update == "incremental" else None
         final = model
         for r in range(rounds):
-            final = clone(model).fit(labelled)
+            final = incremental.model if incremental else clone(model).fit(labelled)
             if len(taken) + batch > len(pool):
                 break
             rest = [i for i in range(len(pool)) if i not in set(taken)]
             pick = [rest[i] for i in select_batch(final, [pool[i] for i in rest], batch)]
-            labelled += _label_and_append(pool, pick, reference, output)
+            new = _label_and_append(pool, pick, reference, output)
+            labelled += new
             taken += pick
             log(f"round {r + 1}: labelled pool structures {pick} ({len(taken)} in all)")
-        final = clone(model).fit(labelled)
+            if incremental:  # new columns for the most uncertain environments, new rows
+                grown = [most_uncertain_environments(incremental.model, a, n_sparse_add)
+                         for a in new]
+                incremental.add_sparse_points(np.vstack([g[0] for g in grown]),
+                                              np.concatenate([g[1] for g in grown]))
+                incremental.add_structures(new)
+        final = incremental.model if incremental else clone(model).fit(labelled)
     else:
         raise InvalidParameterError(f"learn: 'mode' must be 'otf' or 'pool'; got {mode!r}.")
     final.save(model_output)

@@ -4,28 +4,43 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
 from ase.io import read, write
+from sklearn.base import clone
 
 from gapkit import load
-from gapkit.cli import main
+from gapkit.cli import build_model, main
 
 SMALL_MODEL = {"descriptor": {"r_cut": 3.0, "n_max": 3, "l_max": 2}, "n_sparse": 30,
                "sigma_energy": 0.001, "sigma_force": 0.02, "sigma_virial": 0.02,
                "random_state": 0}
 
 
-def test_learn_pool(tmp_path, cu_data, capsys):
+@pytest.mark.parametrize("update", ["refit", "incremental"])
+def test_learn_pool(tmp_path, cu_data, capsys, update):
     write(tmp_path / "pool.xyz", cu_data[0][:20])
     config = {"mode": "pool", "model": SMALL_MODEL, "reference": {"name": "emt"},
               "pool": str(tmp_path / "pool.xyz"), "initial": 3, "batch": 2, "rounds": 2,
-              "output": str(tmp_path / "labelled.xyz")}
+              "output": str(tmp_path / "labelled.xyz"), "update": update, "n_sparse_add": 4}
     (tmp_path / "pool.json").write_text(json.dumps(config))
     assert main(["learn", str(tmp_path / "pool.json")]) == 0
     labelled = read(tmp_path / "labelled.xyz", ":")
     assert len(labelled) == 7
     assert len({a.info["pool_index"] for a in labelled}) == 7
-    assert load(tmp_path / "labelled.gap").n_observations_["energy"] == 7
+    model = load(tmp_path / "labelled.gap")
+    assert model.n_observations_["energy"] == 7
     assert "round 2" in capsys.readouterr().out
+    if update == "incremental":
+        # sparse points of the first fit plus up to 4 per labelled structure; the
+        # model is the fit of all labelled data at those points (e0 of the first fit)
+        first = clone(build_model(SMALL_MODEL)).fit(labelled[:3])
+        assert len(first.sparse_numbers_) < len(model.sparse_numbers_) <= (
+            len(first.sparse_numbers_) + 4 * 4)
+        ref = build_model(SMALL_MODEL).set_params(e0=model.e0_).fit(
+            labelled, sparse_points=(model.sparse_features_, model.sparse_numbers_))
+        np.testing.assert_allclose(model.predict_forces(cu_data[1][:2])[0],
+                                   ref.predict_forces(cu_data[1][:2])[0], rtol=0, atol=1e-8)
 
 
 def test_learn_otf(tmp_path, capsys):
