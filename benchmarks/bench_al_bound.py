@@ -11,8 +11,9 @@ subset fitted in milliseconds. That makes greedy *oracles* affordable:
 - *random*: the first n structures of the seed's permutation (as the
   benchmark's random curve);
 - *AL*: greedy label-free selection by the summed posterior variance of the
-  local energies, conditioning on each choice (what
-  :func:`gapkit.active.select_batch` does when the sparse points stay fixed);
+  local energies (SoR part), conditioning on each choice (what
+  :func:`gapkit.active.select_batch` does when the sparse points stay fixed,
+  less its DTC gap term, ~1e-3 of the score on this set);
 - *AL forces*: the same with the summed variance of the force components;
 - *V-optimal*: the structure whose labels most reduce the summed posterior
   variance of the force components of the whole pool (label-free too);
@@ -27,7 +28,7 @@ against :class:`gapkit.GAPRegressor` on one subset per seed. Run::
 
     python benchmarks/bench_al_bound.py [--seeds 0 1 2] [--size 40]
 
-about a minute per seed on one core after the descriptors (~40 s).
+60-80 s per seed on one core after the descriptors (~45 s).
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ def fork_safe(kernel):
         return kernel
     serial = _serial_kernels.get(kernel)
     if serial is None:
-        options = {k: v for k, v in kernel.targetoptions.items() if k != "parallel"}
+        options = {k: v for k, v in kernel.targetoptions.items()
+                   if k not in ("parallel", "nopython")}  # njit is nopython already
         serial = _serial_kernels[kernel] = nb.njit(**options)(kernel.py_func)
     return serial

@@ -135,12 +135,14 @@ class IncrementalGAP:
     The wrapped model is updated in place: after every method it is a normal
     fitted ``GAPRegressor`` (``predict*`` with ``return_std``, ``calculator()``,
     ``save()``) equal, to rounding, to
-    ``clone(model).set_params(e0=model.e0_).fit(all_structures,
-    sparse_points=(model.sparse_features_, model.sparse_numbers_))``.
+    ``clone(model).set_params(e0=model.e0_, optimize=False, delta=d,
+    sigma_energy=..., sigma_force=..., sigma_virial=...).fit(all_structures,
+    sparse_points=(model.sparse_features_, model.sparse_numbers_))`` with ``d``
+    and the sigmas from ``model.hyperparameters_``.
 
     What is kept per labelled structure: its SOAP descriptor with derivatives
     (:class:`~gapkit.descriptors.StructureDescriptor`, the bulk of the memory:
-    about ``8 * n_features * (3 * n_pairs + 9 * n_atoms)`` bytes, ~2 MiB for a
+    about ``8 * n_features * (3 * n_pairs + 9 * n_atoms)`` bytes, ~2.5 MiB for a
     32-atom copper cell with ``r_cut=4, n_max=6, l_max=4``), its unwhitened
     rows of ``K_NM`` (``8 * (1 + 3 * n_atoms + 6) * M`` bytes), the targets and
     the noise of every row. :attr:`cache_nbytes` says how much that is.
@@ -189,7 +191,7 @@ class IncrementalGAP:
     >>> train, test = load_cu_emt()
     >>> model = GAPRegressor(SOAP(r_cut=3.5, n_max=4, l_max=3), n_sparse=20, random_state=0)
     >>> inc = IncrementalGAP(model, train[:3])
-    >>> inc.add_structures(train[3:5])
+    >>> inc = inc.add_structures(train[3:5])
     >>> inc.add_sparse_points(model.descriptor_.features(train[5])[:4], train[5].numbers[:4])
     4
     >>> inc.model.predict(test[:2]).shape
@@ -312,7 +314,7 @@ class IncrementalGAP:
         }
 
     # ------------------------------------------------------------- updates
-    def add_structures(self, frames: Sequence[Atoms], y=None) -> None:
+    def add_structures(self, frames: Sequence[Atoms], y=None) -> IncrementalGAP:
         """Add labelled structures: their rows are folded into the R factor.
 
         Only the new structures' descriptors and rows are computed; the cost
@@ -325,6 +327,10 @@ class IncrementalGAP:
             model knows.
         y : array-like of shape (n_structures,), default=None
             Total energies overriding those on ``frames``.
+
+        Returns
+        -------
+        self : IncrementalGAP
         """
         frames = check_structures(frames, "IncrementalGAP.add_structures")
         new = self._compute_entries(frames, y, "add structures")
@@ -332,6 +338,7 @@ class IncrementalGAP:
             self._solver.add_rows(rows, targets)
         self._entries.extend(new)
         self._store(self._solver)
+        return self
 
     def add_sparse_points(self, features, numbers) -> int:
         """Add sparse points and solve again.
@@ -371,17 +378,31 @@ class IncrementalGAP:
         z_all = np.concatenate([model.sparse_numbers_, z_new])
         order = np.argsort(z_all, kind="stable")
         order_dev = backend.asarray(order)
+        rows = []
         for entry in self._entries:
             new_cols, *_ = _structure_rows(_Precomputed(entry.descriptor), entry.atoms,
                                            entry.labels, entry.sigmas, model.e0_, q_dev,
                                            z_new, delta_dev, model.zeta)
-            entry.rows = xp.take(xp.concat([entry.rows, new_cols], axis=1), order_dev, axis=1)
+            rows.append(xp.take(xp.concat([entry.rows, new_cols], axis=1), order_dev, axis=1))
         delta = model.hyperparameters_["delta"]
-        model.sparse_features_ = np.vstack([model.sparse_features_, q_new])[order]
-        model.sparse_numbers_ = z_all[order]
-        model.delta_ = np.array([delta[chemical_symbols[int(z)]] for z in model.sparse_numbers_],
-                                float)
-        self._solve_all()
+        names = ("sparse_features_", "sparse_numbers_", "delta_", "sparse_cholesky_")
+        before = ([e.rows for e in self._entries], {n: getattr(model, n) for n in names},
+                  self._solver)
+        try:
+            for entry, r in zip(self._entries, rows, strict=True):
+                entry.rows = r
+            model.sparse_features_ = np.vstack([model.sparse_features_, q_new])[order]
+            model.sparse_numbers_ = z_all[order]
+            model.delta_ = np.array(
+                [delta[chemical_symbols[int(z)]] for z in model.sparse_numbers_], float)
+            self._solve_all()
+        except BaseException:  # e.g. K_MM not positive definite: leave the model as it was
+            for entry, r in zip(self._entries, before[0], strict=True):
+                entry.rows = r
+            for name, value in before[1].items():
+                setattr(model, name, value)
+            self._solver = before[2]
+            raise
         return len(keep)
 
     def optimize_hyperparameters(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,6 +69,11 @@ class OnTheFlyLearner:
     drawn with the model's ``random_state`` (0 when None, so that a resumed
     run draws the same ones).
 
+    The learner holds every labelled structure's descriptor with derivatives
+    in memory (the :class:`~gapkit.active.IncrementalGAP` cache, about 2.5 MiB
+    per 32-atom copper cell at ``r_cut=4, n_max=6, l_max=4``; more for larger
+    cells, cutoffs and bases).
+
     A run that is killed resumes from its files: the labelled structures are
     read back from ``data_path`` (no reference calculation is repeated and
     none is added twice) and the model is rebuilt by replaying them in order
@@ -98,7 +104,10 @@ class OnTheFlyLearner:
     checkpoint_interval : int, default=20
         Steps between checkpoints.
     n_sparse_add : int, default=10
-        Environments added as sparse points per reference call.
+        Environments added as sparse points per reference call. With 0 the
+        sparse points stay those of the first structure, so the uncertainty
+        of anything unlike it stays high and nearly every step may call the
+        reference.
     min_interval : int, default=1
         Minimum number of steps between two reference calls.
     """
@@ -119,6 +128,10 @@ class OnTheFlyLearner:
         if not (threshold > 0):
             raise InvalidParameterError(
                 f"OnTheFlyLearner: 'threshold' must be positive; got {threshold!r}."
+            )
+        if not (isinstance(n_sparse_add, (int, np.integer)) and n_sparse_add >= 0):
+            raise InvalidParameterError(
+                f"OnTheFlyLearner: 'n_sparse_add' must be an integer >= 0; got {n_sparse_add!r}."
             )
         self.model = model
         self.reference = reference
@@ -172,9 +185,22 @@ class OnTheFlyLearner:
         atoms.set_momenta(state.get_momenta())
 
     def _read_labelled(self) -> list[Atoms]:
+        """Labelled structures of the data file. A last frame cut short (the run was
+        killed while writing it) is removed from the file, with a warning: its
+        reference calculation is done again."""
         if not self.data_path.exists() or self.data_path.stat().st_size == 0:
             return []
-        return read(self.data_path, ":")
+        raw = self.data_path.read_bytes()
+        complete = _complete_frames_length(raw)
+        if complete < len(raw):
+            warnings.warn(
+                f"OnTheFlyLearner: the last frame of {self.data_path} is incomplete (the run "
+                "was killed while writing it); it is removed and its reference calculation "
+                "will be repeated.", RuntimeWarning, stacklevel=3)
+            os.truncate(self.data_path, complete)
+        if complete == 0:
+            return []
+        return read(io.StringIO(raw[:complete].decode()), ":", format="extxyz")
 
     # -------------------------------------------------------------- model
     def _threshold(self, model) -> float:
@@ -237,8 +263,15 @@ class OnTheFlyLearner:
                 candidates.append(read(self.checkpoint_path))
             latest = max(candidates, key=lambda a: a.info.get("otf_step", 0))
             step = int(latest.info.get("otf_step", 0))
-            atoms = Atoms(latest.numbers, latest.positions, cell=latest.cell, pbc=latest.pbc,
-                          momenta=latest.get_momenta())
+            if not np.array_equal(latest.numbers, atoms.numbers):
+                raise InvalidParameterError(
+                    f"OnTheFlyLearner.run: {self.data_path} holds a run of a different system "
+                    f"({latest.get_chemical_formula()}, not {atoms.get_chemical_formula()}); "
+                    "give the structure it started from, or another data_path.")
+            # continue on the caller's atoms (masses, constraints, tags kept)
+            atoms.set_cell(latest.cell)
+            atoms.set_positions(latest.positions)
+            atoms.set_momenta(latest.get_momenta())
             learner = self._replay(labelled)
         else:
             first = self._append(self._label(atoms, 0))  # on disk before the fit
@@ -268,3 +301,29 @@ class OnTheFlyLearner:
                 self._continue_from(atoms, self._checkpoint(atoms, step))
         self._checkpoint(atoms, step)
         return OnTheFlyResult(step, calls, len(labelled), history, model)
+
+
+def _complete_frames_length(raw: bytes) -> int:
+    """Length in bytes of the complete extended-XYZ frames at the start of ``raw``
+    (a frame: a line with the atom count, a comment line, that many atom lines)."""
+    lines = raw.splitlines(keepends=True)
+    offset = end = 0
+    i = 0
+    while i < len(lines):
+        head = lines[i].strip()
+        if not head:  # blank lines between frames
+            offset += len(lines[i])
+            i += 1
+            end = offset
+            continue
+        try:
+            n_atoms = int(head)
+        except ValueError:
+            break
+        frame = lines[i : i + n_atoms + 2]
+        if len(frame) < n_atoms + 2 or not frame[-1].endswith(b"\n"):
+            break
+        offset += sum(len(line) for line in frame)
+        i += n_atoms + 2
+        end = offset
+    return end

@@ -106,10 +106,17 @@ def run_learning(config: dict, *, log=print):
         rounds = int(config.pop("rounds", 5))
         seed = int(config.pop("seed", 0))
         update = config.pop("update", "refit")
-        n_sparse_add = int(config.pop("n_sparse_add", 10))
         if update not in ("refit", "incremental"):
             raise InvalidParameterError(
                 f"learn: 'update' must be 'refit' or 'incremental'; got {update!r}.")
+        if update == "refit" and "n_sparse_add" in config:
+            raise InvalidParameterError(
+                "learn: 'n_sparse_add' is used with \"update\": \"incremental\" only (a refit "
+                "selects the sparse points again by the model's sparse_method).")
+        n_sparse_add = int(config.pop("n_sparse_add", 10))
+        if n_sparse_add < 0:
+            raise InvalidParameterError(
+                f"learn: 'n_sparse_add' must be >= 0; got {n_sparse_add}.")
         _no_leftovers(config)
         labelled = read(output, ":") if output.exists() and output.stat().st_size else []
         taken = [int(a.info["pool_index"]) for a in labelled]

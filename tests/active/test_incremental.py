@@ -13,7 +13,7 @@ from sklearn.base import clone
 from gapkit import GAPRegressor, load
 from gapkit.active import IncrementalGAP
 from gapkit.electrostatics import Ewald
-from gapkit.exceptions import InvalidParameterError
+from gapkit.exceptions import InvalidParameterError, NumericalError
 
 RTOL = 1e-8
 
@@ -112,6 +112,28 @@ def test_duplicate_sparse_points_are_skipped(cuau_frames, unfitted):
     number = cuau_frames[5].numbers[:1]
     assert inc.add_sparse_points(np.vstack([new, new, q[:1]]), np.r_[number, number, z[:1]]) == 1
     assert len(model.sparse_numbers_) == len(z) + 1
+
+
+def test_failed_sparse_update_leaves_the_model_as_it_was(cuau_frames, unfitted, monkeypatch):
+    inc = IncrementalGAP(unfitted, cuau_frames[:4])
+    model = inc.model
+    saved = {n: np.copy(getattr(model, n)) for n in
+             ("coefficients_", "sparse_features_", "sparse_numbers_", "sparse_cholesky_")}
+    forces = model.predict_forces(cuau_frames[10:11])[0]
+
+    def broken(backend):
+        raise NumericalError("K_MM is not positive definite (simulated)")
+
+    monkeypatch.setattr(model, "_sparse_cholesky", broken)
+    new = model.descriptor_.features(cuau_frames[6])[:3]
+    with pytest.raises(NumericalError):
+        inc.add_sparse_points(new, cuau_frames[6].numbers[:3])
+    monkeypatch.undo()
+    for name, value in saved.items():
+        np.testing.assert_array_equal(getattr(model, name), value)
+    np.testing.assert_array_equal(model.predict_forces(cuau_frames[10:11])[0], forces)
+    inc.add_structures(cuau_frames[4:6])  # the cache still matches the model
+    _assert_same_model(model, _refit(model, cuau_frames[:6]), cuau_frames[10:12])
 
 
 def test_bad_sparse_points_are_refused(cuau_frames, unfitted):

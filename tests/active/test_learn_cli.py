@@ -22,7 +22,9 @@ def test_learn_pool(tmp_path, cu_data, capsys, update):
     write(tmp_path / "pool.xyz", cu_data[0][:20])
     config = {"mode": "pool", "model": SMALL_MODEL, "reference": {"name": "emt"},
               "pool": str(tmp_path / "pool.xyz"), "initial": 3, "batch": 2, "rounds": 2,
-              "output": str(tmp_path / "labelled.xyz"), "update": update, "n_sparse_add": 4}
+              "output": str(tmp_path / "labelled.xyz"), "update": update}
+    if update == "incremental":
+        config["n_sparse_add"] = 4
     (tmp_path / "pool.json").write_text(json.dumps(config))
     assert main(["learn", str(tmp_path / "pool.json")]) == 0
     labelled = read(tmp_path / "labelled.xyz", ":")
@@ -61,3 +63,13 @@ def test_learn_bad_config(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps({"mode": "swim"}))
     assert main(["learn", str(tmp_path / "bad.json")]) == 2
     assert "'mode' must be 'otf' or 'pool'" in capsys.readouterr().err
+
+
+def test_learn_pool_refuses_n_sparse_add_with_refit(tmp_path, cu_data, capsys):
+    write(tmp_path / "pool.xyz", cu_data[0][:5])
+    config = {"mode": "pool", "model": SMALL_MODEL, "pool": str(tmp_path / "pool.xyz"),
+              "n_sparse_add": 4, "output": str(tmp_path / "labelled.xyz")}
+    (tmp_path / "pool.json").write_text(json.dumps(config))
+    assert main(["learn", str(tmp_path / "pool.json")]) != 0
+    assert "'n_sparse_add' is used with" in capsys.readouterr().err
+    assert not (tmp_path / "labelled.xyz").exists()  # refused before any reference call

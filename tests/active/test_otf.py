@@ -12,6 +12,7 @@ from conftest import small_soap
 
 from gapkit import GAPRegressor
 from gapkit.active import IncrementalGAP, OnTheFlyLearner
+from gapkit.exceptions import InvalidParameterError
 
 
 class CountingEMT(EMT):
@@ -162,3 +163,55 @@ def _as_text(atoms):
     buffer = io.StringIO()
     write(buffer, atoms, format="extxyz")
     return buffer.getvalue()
+
+
+def test_resume_drops_a_frame_cut_short_while_written(uninterrupted, tmp_path):
+    """A run killed while appending a frame leaves half of it: the resumed run
+    removes it (with a warning), labels that structure again and ends as the
+    uninterrupted run did."""
+    result, expected = uninterrupted
+    data = tmp_path / "d.xyz"
+    whole = "".join(_as_text(a) for a in expected[:2])
+    half = _as_text(expected[2])
+    data.write_text(whole + half[: len(half) // 2])
+    reference = CountingEMT()
+    with pytest.warns(RuntimeWarning, match="incomplete"):
+        resumed = _learner(reference, data).run(_start(), 30, timestep=2 * units.fs)
+    assert reference.calls == resumed.reference_calls == len(expected) - 2
+    _same_frames(read(data, ":"), expected)
+    _same_model(resumed.model, result.model)
+
+
+def test_resume_refuses_another_system(uninterrupted, tmp_path):
+    _, frames = uninterrupted
+    data = tmp_path / "d.xyz"
+    data.write_text("".join(_as_text(a) for a in frames[:2]))
+    other = _start()
+    other.numbers[0] = 79  # Au
+    with pytest.raises(InvalidParameterError, match="different system"):
+        _learner(CountingEMT(), data).run(other, 30, timestep=2 * units.fs)
+
+
+def test_resume_keeps_the_callers_masses(uninterrupted, tmp_path):
+    _, frames = uninterrupted
+    data = tmp_path / "d.xyz"
+    data.write_text("".join(_as_text(a) for a in frames[:2]))
+    heavy = _start()
+    heavy.set_masses(heavy.get_masses() * 4)
+    learner = _learner(CountingEMT(), data)
+    seen = []
+
+    def dynamics(atoms, timestep, **kwargs):
+        seen.append(atoms.get_masses().copy())
+        from ase.md.verlet import VelocityVerlet
+
+        return VelocityVerlet(atoms, timestep)
+
+    learner.run(heavy, frames[1].info["otf_step"] + 1, timestep=2 * units.fs,
+                dynamics=dynamics)
+    np.testing.assert_allclose(seen[0], heavy.get_masses())
+
+
+def test_n_sparse_add_must_not_be_negative():
+    with pytest.raises(InvalidParameterError, match="n_sparse_add"):
+        OnTheFlyLearner(_model(), EMT(), n_sparse_add=-1)
