@@ -571,11 +571,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         if not hasattr(self, "coefficients_"):
             return self.fit(X, y)
         frames = check_structures(X, "GAPRegressor.partial_fit")
-        self._check_known_species(frames)
-        labels = self._read_training_labels(frames, y)
-        if self.baseline is not None:
-            base = self._baseline_results(frames, forces=True, stress=True)
-            labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
+        labels = self._labels_to_learn(frames, y)
         backend = self._backend()
         solver = StreamingQR.from_factors(backend.asarray(self.r_factor_),
                                           backend.asarray(self.qtb_), self.residual_)
@@ -755,6 +751,16 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             k_mm = kernels.kernel(qs, qs, self.zeta, float(self.delta_[cols[0]]))
             l_mm[np.ix_(cols, cols)] = to_numpy(cholesky_with_jitter(k_mm, self.jitter))
         return l_mm
+
+    def _labels_to_learn(self, frames: list[Atoms], y) -> list[Labels]:
+        """Labels of new structures for a fitted model (species checked), less the
+        baseline's contribution."""
+        self._check_known_species(frames)
+        labels = self._read_training_labels(frames, y)
+        if self.baseline is not None:
+            base = self._baseline_results(frames, forces=True, stress=True)
+            labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
+        return labels
 
     def _read_training_labels(self, frames: list[Atoms], y) -> list[Labels]:
         labels = [

@@ -43,7 +43,6 @@ from ..estimator import (
     ROWS_PER_BLOCK,
     GAPRegressor,
     _structure_rows,
-    _subtract,
 )
 from ..exceptions import InvalidParameterError
 from ..gp import StreamingQR, log_marginal_likelihood
@@ -274,11 +273,7 @@ class IncrementalGAP:
 
     def _compute_entries(self, frames: list[Atoms], y, owner: str) -> list[_Entry]:
         model = self.model
-        model._check_known_species(frames)
-        labels = model._read_training_labels(frames, y)
-        if model.baseline is not None:
-            base = model._baseline_results(frames, forces=True, stress=True)
-            labels = [_subtract(lab, b) for lab, b in zip(labels, base, strict=True)]
+        labels = model._labels_to_learn(frames, y)
         backend = self._backend()
         q_sparse = backend.asarray(model.sparse_features_)
         delta = backend.asarray(self._ref_delta_columns(model.sparse_numbers_))
