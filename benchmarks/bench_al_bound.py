@@ -78,9 +78,9 @@ class FixedSparseProblem:
         for atoms, desc in zip(pool, pool_desc, strict=True):
             w = rows_of(desc)
             n = len(atoms)
-            sigma = np.concatenate([[model.sigma_energy * np.sqrt(n)],
-                                    np.full(3 * n, model.sigma_force),
-                                    np.full(6, model.sigma_virial * np.sqrt(n))])
+            noise = model._sigmas(atoms)  # as fit: energy and virial already times sqrt(n)
+            sigma = np.concatenate([[noise["energy"]], noise["force"].ravel(),
+                                    np.full(6, noise["virial"])])
             y = np.concatenate([[atoms.get_potential_energy()], atoms.get_forces().ravel(),
                                 atoms.get_stress() * atoms.get_volume()])
             ws = w / sigma[:, None]
@@ -107,45 +107,47 @@ class FixedSparseProblem:
         p = self.precision(chosen) if precision is None else precision
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(p), rhs)
 
-    def test_rmse(self, chosen):
-        return float(np.sqrt(np.mean((self.test_rows @ self.weights(chosen)
+    def test_rmse(self, chosen, precision=None):
+        return float(np.sqrt(np.mean((self.test_rows @ self.weights(chosen, precision)
                                       - self.test_forces) ** 2)))
 
-    def pool_rmse(self, chosen):
-        return float(np.sqrt(np.mean((self.all_pool_rows @ self.weights(chosen)
+    def pool_rmse(self, chosen, precision=None):
+        return float(np.sqrt(np.mean((self.all_pool_rows @ self.weights(chosen, precision)
                                       - self.pool_forces) ** 2)))
 
-    # scores of candidate ``i`` given the chosen structures (higher is better)
-    def local_energy_variance(self, chosen, i, precision):
-        x = scipy.linalg.cho_solve(scipy.linalg.cho_factor(precision), self.local_rows[i].T)
+    # Scores of candidate ``i`` (higher is better) given the chosen structures,
+    # their posterior precision and its Cholesky factor.
+    def local_energy_variance(self, chosen, i, precision, factor):
+        x = scipy.linalg.cho_solve(factor, self.local_rows[i].T)
         return float(np.sum(self.local_rows[i].T * x))
 
-    def force_variance(self, chosen, i, precision):
+    def force_variance(self, chosen, i, precision, factor):
         rows = self.pool_force_rows[i]
-        x = scipy.linalg.cho_solve(scipy.linalg.cho_factor(precision), rows.T)
+        x = scipy.linalg.cho_solve(factor, rows.T)
         return float(np.sum(rows.T * x))
 
-    def pool_variance_reduction(self, chosen, i, precision):
+    def pool_variance_reduction(self, chosen, i, precision, factor):
         # summed force variance of the pool after adding i: tr(H (P + G_i)^-1)
         after = scipy.linalg.cho_solve(scipy.linalg.cho_factor(precision + self.gram[i]),
                                        self.pool_gram)
         return -float(np.trace(after))
 
-    def pool_oracle(self, chosen, i, precision):
-        return -self.pool_rmse(chosen + [i])
+    def pool_oracle(self, chosen, i, precision, factor):
+        return -self.pool_rmse(chosen + [i], precision + self.gram[i])
 
-    def test_oracle(self, chosen, i, precision):
-        return -self.test_rmse(chosen + [i])
+    def test_oracle(self, chosen, i, precision, factor):
+        return -self.test_rmse(chosen + [i], precision + self.gram[i])
 
 
 def greedy(problem: FixedSparseProblem, start: list[int], size: int, score) -> list[int]:
-    """Add the structure with the highest ``score(chosen, candidate, precision)``
-    until ``size`` are chosen."""
+    """Add the structure with the highest ``score(chosen, candidate, precision,
+    factor)`` until ``size`` are chosen."""
     chosen = list(start)
     while len(chosen) < size:
         precision = problem.precision(chosen)
+        factor = scipy.linalg.cho_factor(precision)
         cand = [i for i in range(len(problem.n_atoms)) if i not in set(chosen)]
-        values = [score(chosen, i, precision) for i in cand]
+        values = [score(chosen, i, precision, factor) for i in cand]
         chosen.append(cand[int(np.argmax(values))])
     return chosen
 

@@ -44,7 +44,7 @@ import numpy as np
 from sklearn.base import clone
 
 from gapkit import SOAP, GAPRegressor
-from gapkit.active import IncrementalGAP
+from gapkit.active import IncrementalGAP, most_uncertain_environments
 from gapkit.datasets import make_cu_emt
 
 N_SPARSE_ADD = 10
@@ -78,19 +78,13 @@ def update(inc, q_new, z_new, new) -> None:
     inc.add_structures([new])
 
 
-def pick_points(model, atoms):
-    """The environments an on-the-fly update adds (as OnTheFlyLearner does)."""
-    _, std = model.predict_local_energies([atoms], return_std=True)
-    worst = np.argsort(std[0], kind="stable")[::-1][:N_SPARSE_ADD]
-    return model.descriptor_.features(atoms)[worst], atoms.numbers[worst]
-
-
 def row(labelled, new, template, repeats: int) -> str:
     """One line of the table: N labelled structures, one update by ``new``."""
     base = IncrementalGAP(clone(template), labelled)
     model = base.model
     m = len(model.sparse_numbers_)
-    t_pick, (q_new, z_new) = best_time(lambda: pick_points(model, new), 1)
+    t_pick, (q_new, z_new) = best_time(
+        lambda: most_uncertain_environments(model, new, N_SPARSE_ADD), 1)
     q_all = np.vstack([model.sparse_features_, q_new])
     z_all = np.concatenate([model.sparse_numbers_, z_new])
     fixed = clone(model).set_params(e0=dict(model.e0_))  # e0 as the incremental model's
@@ -137,6 +131,7 @@ def main() -> None:
     print("-" * len(header))
     for n in args.sizes:
         print(row(frames[:n], frames[n], template, args.repeats), flush=True)
+
 
 if __name__ == "__main__":
     main()

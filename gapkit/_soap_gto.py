@@ -36,6 +36,7 @@ __all__ = ["GTOBasis"]
 #: Centres whose full (l, x, y) power spectrum is held at once.
 SPECTRUM_CHUNK = 1024
 
+
 class GTOBasis:
     """Constants of DScribe's GTO SOAP and the feature layout.
 
