@@ -78,7 +78,7 @@ class FixedSparseProblem:
         for atoms, desc in zip(pool, pool_desc, strict=True):
             w = rows_of(desc)
             n = len(atoms)
-            noise = model._sigmas(atoms)  # as fit: energy and virial already times sqrt(n)
+            noise = model.fitted_.noise.sigmas(atoms)  # energy and virial times sqrt(n)
             sigma = np.concatenate([[noise["energy"]], noise["force"].ravel(),
                                     np.full(6, noise["virial"])])
             y = np.concatenate([[atoms.get_potential_energy()], atoms.get_forces().ravel(),

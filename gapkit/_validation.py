@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-from .exceptions import InvalidStructureError, MissingLabelError
+from .exceptions import InvalidLabelError, InvalidStructureError, MissingLabelError
 from .neighbours import neighbour_pairs
 
 #: Two atoms closer than this (Å) are reported as overlapping.
@@ -50,17 +50,7 @@ def check_atoms(atoms, where: str) -> None:
         )
     pbc = atoms.pbc
     if pbc.any():
-        cell = atoms.cell.array
-        if not np.all(np.isfinite(cell)):
-            raise InvalidStructureError(f"{where} has a NaN or infinite cell.")
-        periodic = cell[pbc]
-        gram = periodic @ periodic.T
-        if np.linalg.det(gram) <= 1e-12 * max(np.trace(gram), 1.0) ** len(periodic):
-            raise InvalidStructureError(
-                f"{where} is periodic along {''.join('xyz'[i] for i in np.flatnonzero(pbc))} "
-                "but its cell vectors there span zero volume (area/length); set a proper "
-                "cell or pbc=False."
-            )
+        _check_cell(atoms.cell.array, pbc, where)
     i, j, vec, _ = neighbour_pairs(atoms, MIN_DISTANCE)
     if len(i):
         d = np.linalg.norm(vec, axis=1)
@@ -69,6 +59,34 @@ def check_atoms(atoms, where: str) -> None:
             f"{where}: atoms {i[k]} and {j[k]} overlap (distance {d[k]:.3g} Å < "
             f"{MIN_DISTANCE} Å)."
         )
+
+
+def _check_cell(cell: np.ndarray, pbc: np.ndarray, where: str) -> None:
+    """A periodic cell must span a non-zero volume (area, length) in its periodic
+    directions. The test is made on the Minkowski-reduced basis, so that long
+    (2.5 x 2.5 x 3000 Å) and skewed descriptions of a valid lattice pass."""
+    from ase.geometry import minkowski_reduce
+
+    if not np.all(np.isfinite(cell)):
+        raise InvalidStructureError(f"{where} has a NaN or infinite cell.")
+    axes = "".join("xyz"[i] for i in np.flatnonzero(pbc))
+    lengths = np.linalg.norm(cell[pbc], axis=1)
+    degenerate = InvalidStructureError(
+        f"{where} is periodic along {axes} but its cell vectors there span zero volume "
+        "(area/length); set a proper cell or pbc=False.")
+    raw = cell[pbc] @ cell[pbc].T
+    if np.any(lengths <= 1e-8) or np.linalg.det(raw) <= 1e-24 * np.prod(np.diag(raw)):
+        raise degenerate
+    try:
+        with np.errstate(all="raise"):
+            reduced, _ = minkowski_reduce(cell, pbc=pbc)
+    except (RuntimeError, ValueError, ArithmeticError, np.linalg.LinAlgError) as err:
+        raise degenerate from err
+    periodic = reduced[pbc]
+    gram = periodic @ periodic.T
+    # |det| relative to the product of the lengths: 1 for orthogonal vectors
+    if np.linalg.det(gram) <= 1e-12 * np.prod(np.diag(gram)):
+        raise degenerate
 
 
 def is_bulk(atoms: Atoms) -> bool:
@@ -99,11 +117,40 @@ def _from_calc(atoms: Atoms, name: str):
     return results.get(name)
 
 
+_VOIGT_FROM_9 = ((0, 0), (1, 1), (2, 2), (1, 2), (0, 2), (0, 1))
+
+
+def _as_array(value, where: str, what: str) -> np.ndarray:
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise InvalidLabelError(
+            f"{where}: the {what} is not a number or an array of numbers; got "
+            f"{type(value).__name__} {str(value)[:40]!r}.") from err
+    if not np.all(np.isfinite(arr)):
+        raise InvalidLabelError(f"{where}: the {what} is NaN or infinite.")
+    return arr
+
+
+def _voigt(values: np.ndarray, where: str, what: str) -> np.ndarray:
+    """A symmetric tensor as 6 Voigt values (xx, yy, zz, yz, xz, xy) from 6 or 9."""
+    if values.size == 9:
+        s = values.reshape(3, 3)
+        return np.array([s[a, b] for a, b in _VOIGT_FROM_9])
+    if values.size == 6:
+        return values.reshape(6)
+    raise InvalidLabelError(
+        f"{where}: the {what} must have 6 (Voigt: xx, yy, zz, yz, xz, xy) or 9 (3x3) values; "
+        f"got shape {values.shape}.")
+
+
 def read_labels(
     atoms: Atoms,
     energy_key: str | None = None,
     forces_key: str | None = None,
     stress_key: str | None = None,
+    *,
+    where: str = "the structure",
 ) -> Labels:
     """Find energy, forces and stress of a structure.
 
@@ -111,44 +158,119 @@ def read_labels(
     ``atoms.arrays[key]`` (forces) is used. Without, the usual places are
     tried in order: the attached calculator's results (what ``ase.io`` makes
     of extxyz files), then ``info["energy"]``/``arrays["forces"]``/
-    ``info["stress"]`` and their ``REF_``/``dft_`` variants.
+    ``info["stress"]`` and their ``REF_``/``dft_`` variants; a virial
+    (``info["virial"]``, 3x3 or 6 Voigt values, eV) stands in for a missing
+    stress of a bulk cell. Stresses of cells not periodic in three
+    directions are dropped.
+
+    Raises
+    ------
+    InvalidLabelError
+        A label that is not numeric, has the wrong shape, or is NaN or
+        infinite; the message starts with ``where`` and names the key.
     """
 
     def lookup(key, store, name, fallbacks):
         if key is not None:
-            return store.get(key)
+            return store.get(key), key
         value = _from_calc(atoms, name)
         if value is not None:
-            return value
+            return value, f"calculator result {name!r}"
         for k in fallbacks:
             if k in store:
-                return store[k]
-        return None
+                return store[k], k
+        return None, None
 
-    energy = lookup(
+    energy, e_key = lookup(
         energy_key, atoms.info, "energy", ("energy", "REF_energy", "dft_energy", "free_energy")
     )
     if energy is None and energy_key is None:
-        energy = _from_calc(atoms, "free_energy")
-    forces = lookup(forces_key, atoms.arrays, "forces", ("forces", "REF_forces", "dft_forces"))
-    stress = lookup(stress_key, atoms.info, "stress", ("stress", "REF_stress", "dft_stress"))
+        energy, e_key = _from_calc(atoms, "free_energy"), "calculator result 'free_energy'"
+    forces, f_key = lookup(forces_key, atoms.arrays, "forces",
+                           ("forces", "REF_forces", "dft_forces"))
+    stress, s_key = lookup(stress_key, atoms.info, "stress",
+                           ("stress", "REF_stress", "dft_stress"))
     virial = atoms.info.get("virial") if stress is None and stress_key is None else None
 
     if energy is not None:
-        energy = float(np.asarray(energy).reshape(()))
+        what = f"energy ({e_key})"
+        arr = _as_array(energy, where, what)
+        if arr.size != 1:
+            raise InvalidLabelError(f"{where}: the {what} must be one number; got shape "
+                                    f"{arr.shape}.")
+        energy = float(arr.reshape(()))
     if forces is not None:
-        forces = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
-    if stress is None and virial is not None and is_bulk(atoms):
-        stress = -np.asarray(virial, dtype=float).reshape(3, 3) / atoms.get_volume()
+        what = f"forces ({f_key})"
+        forces = _as_array(forces, where, what)
+        if forces.size != 3 * len(atoms):
+            raise InvalidLabelError(f"{where}: the {what} must have shape ({len(atoms)}, 3); "
+                                    f"got {forces.shape}.")
+        forces = forces.reshape(len(atoms), 3)
     if stress is not None:
-        stress = np.asarray(stress, dtype=float)
-        if stress.size == 9:
-            s = stress.reshape(3, 3)
-            stress = np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
-        stress = stress.reshape(6)
-        if not is_bulk(atoms):
-            stress = None
-    for name, value in (("energy", energy), ("forces", forces), ("stress", stress)):
-        if value is not None and not np.all(np.isfinite(value)):
-            raise MissingLabelError(f"the {name} label is NaN or infinite.")
+        what = f"stress ({s_key})"
+        stress = _voigt(_as_array(stress, where, what), where, what)
+    elif virial is not None:
+        what = "virial ('virial')"
+        v6 = _voigt(_as_array(virial, where, what), where, what)
+        if is_bulk(atoms):
+            stress = -v6 / atoms.get_volume()
+    if stress is not None and not is_bulk(atoms):
+        stress = None
     return Labels(energy, forces, stress)
+
+
+def read_training_labels(frames: Sequence[Atoms], y, keys: tuple, owner: str) -> list[Labels]:
+    """Labels of training structures, checked.
+
+    Parameters
+    ----------
+    frames : list of ase.Atoms
+    y : array-like of shape (n_structures,) or None
+        Total energies in eV overriding those on the structures.
+    keys : tuple of (energy_key, forces_key, stress_key)
+    owner : str
+        Prefix of the error messages.
+
+    Raises
+    ------
+    InvalidLabelError
+        ``y`` of the wrong length or with non-numeric, NaN or infinite
+        values; a label of the wrong shape or type.
+    MissingLabelError
+        A key given explicitly is found on no structure (a typo would
+        otherwise fit with no labels of that kind), or a structure carries
+        no label at all.
+    """
+    energy_key, forces_key, stress_key = keys
+    labels = [read_labels(a, *keys, where=f"{owner}: structure {k}")
+              for k, a in enumerate(frames)]
+    for key, store, name in ((energy_key, "info", "energy"), (forces_key, "arrays", "forces"),
+                             (stress_key, "info", "stress")):
+        if key is not None and not any(key in getattr(a, store) for a in frames):
+            seen = sorted({k for a in frames for k in getattr(a, store)})
+            raise MissingLabelError(
+                f"{owner}: {name}_key={key!r} is not in atoms.{store} of any structure "
+                f"(keys found: {', '.join(seen) or 'none'}).")
+    if y is not None:
+        try:
+            y = np.asarray(y, dtype=float)
+        except (TypeError, ValueError) as err:
+            raise InvalidLabelError(f"{owner}: y must be numbers (total energies in eV).") from err
+        if y.shape != (len(frames),):
+            raise InvalidLabelError(
+                f"{owner}: y has shape {y.shape}; expected ({len(frames)},), one total energy "
+                "per structure.")
+        bad = np.flatnonzero(~np.isfinite(y))
+        if len(bad):
+            raise InvalidLabelError(
+                f"{owner}: y[{bad[0]}] (the energy of structure {bad[0]}) is {y[bad[0]]}; "
+                f"{len(bad)} value(s) of y are NaN or infinite.")
+        for lab, e in zip(labels, y, strict=True):
+            lab.energy = float(e)
+    missing = [k for k, lab in enumerate(labels) if lab.empty]
+    if missing:
+        raise MissingLabelError(
+            f"{owner}: {len(missing)} structure(s) carry no energy, forces or stress (first: "
+            f"structure {missing[0]}). Label them, or name the keys with "
+            "energy_key/forces_key/stress_key.")
+    return labels

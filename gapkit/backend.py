@@ -18,6 +18,7 @@ the device chosen with ``device="cpu" | "cuda" | "auto"``.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +40,6 @@ __all__ = [
     "index_add",
     "solve_triangular",
     "qr_r",
-    "flatnonzero",
 ]
 
 logger = logging.getLogger("gapkit")
@@ -63,6 +63,11 @@ class Backend:
     device: str
     xp: Any
 
+    def __reduce__(self):
+        # the namespace is a module, which does not pickle: rebuild it from its name, so
+        # that whatever holds a backend (a calculator's cache, say) pickles and deep-copies
+        return _rebuild_backend, (self.device, self.xp.__name__)
+
     @property
     def is_numpy(self) -> bool:
         """True when the namespace is NumPy (no transfers needed)."""
@@ -74,9 +79,9 @@ class Backend:
             return np.asarray(x, dtype=dtype)
         return self.xp.asarray(x, dtype=dtype)
 
-    def to_numpy(self, x) -> np.ndarray:
-        """``x`` as a NumPy array on the host."""
-        return to_numpy(x)
+
+def _rebuild_backend(device: str, module: str) -> Backend:
+    return Backend(device, importlib.import_module(module))
 
 
 def cuda_available() -> tuple[bool, str]:
@@ -153,11 +158,6 @@ def to_numpy(x) -> np.ndarray:
     if array_api_compat.is_cupy_array(x):
         return x.get()
     return np.asarray(x)
-
-
-def flatnonzero(xp, mask):
-    """Indices where the 1-D boolean ``mask`` is true."""
-    return xp.nonzero(mask)[0]
 
 
 def index_add(xp, index, values, n: int):

@@ -25,6 +25,7 @@ so the jump is below 1e-10 relative.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -79,6 +80,11 @@ class _CentrePairs(NamedTuple):
     vectors: np.ndarray  # r_j - r_i (image included), float64
 
 
+#: Largest radial cutoff (Å) accepted: beyond it a neighbour list of any dense
+#: material holds millions of pairs per atom.
+MAX_CUTOFF = 50.0
+
+
 @dataclass
 class StructureDescriptor:
     """Descriptors of one structure and, optionally, their derivatives.
@@ -107,10 +113,6 @@ class StructureDescriptor:
     neighbour: np.ndarray | None = None
     dq_dr: np.ndarray | None = None
     dq_dstrain: np.ndarray | None = None
-
-    @property
-    def has_derivatives(self) -> bool:
-        return self.dq_dr is not None
 
 
 class SOAP(BaseEstimator):
@@ -192,15 +194,18 @@ class SOAP(BaseEstimator):
                 f"SOAP: {name!r} must be {allowed}; got {getattr(self, name)!r}."
             )
 
-        if not (np.isscalar(self.r_cut) and self.r_cut > 0):
-            bad("r_cut", "a positive number of Å")
+        def real(x) -> bool:
+            return isinstance(x, numbers.Real) and not isinstance(x, bool) and np.isfinite(x)
+
+        if not (real(self.r_cut) and 0 < self.r_cut <= MAX_CUTOFF):
+            bad("r_cut", f"a positive number of Å, at most {MAX_CUTOFF:g}")
         if not (isinstance(self.n_max, (int, np.integer)) and self.n_max >= 2):
             bad("n_max", "an integer >= 2")
         if not (isinstance(self.l_max, (int, np.integer)) and 0 <= self.l_max <= 20):
             bad("l_max", "an integer between 0 and 20")
-        if not (np.isscalar(self.sigma) and self.sigma > 0):
-            bad("sigma", "a positive number of Å")
-        if not (np.isscalar(self.cutoff_tolerance) and 0 < self.cutoff_tolerance < 1):
+        if not (real(self.sigma) and 0 < self.sigma <= self.r_cut):
+            bad("sigma", "a positive number of Å, at most r_cut")
+        if not (real(self.cutoff_tolerance) and 0 < self.cutoff_tolerance < 1):
             bad("cutoff_tolerance", "a number between 0 and 1 (exclusive)")
         if self.engine not in ("numba", "dscribe"):
             bad("engine", "'numba' or 'dscribe'")

@@ -14,8 +14,9 @@ from contextlib import contextmanager
 
 from .exceptions import InvalidParameterError
 from .gp import StreamingQR
+from .rows import ROWS_PER_BLOCK, fold_rows, structure_rows
 
-__all__ = ["dask_client", "map_ordered", "reduce_blocks_qr"]
+__all__ = ["dask_client", "map_ordered", "reduce_blocks_qr", "fold_rows_on_dask"]
 
 
 @contextmanager
@@ -106,3 +107,62 @@ def reduce_blocks_qr(client, func: Callable, blocks: Iterable, *args,
     while stack:
         result = client.submit(_merge, stack.pop()[1], result, pure=False)
     return result.result()
+
+
+def _block_solver(block, arrays) -> StreamingQR:
+    """R factor of one block's weighted design-matrix rows (runs on a Dask worker),
+    with the block's observation counts and noise in ``meta``."""
+    import numpy as np
+
+    from .backend import resolve_device
+
+    descriptor, e0, q_sparse, z_sparse, delta, zeta, l_factor = arrays
+    solver = StreamingQR(len(z_sparse), prior=l_factor, prior_rows=False)
+    meta = {"energy": 0, "forces": 0, "virial": 0}
+    items = []
+    for atoms, labels, sig in block:
+        rows = structure_rows(descriptor, atoms, labels, sig, e0, q_sparse, z_sparse, delta,
+                              zeta)
+        items.append((rows.rows, rows.targets, rows.sigma))
+        for key in ("energy", "forces", "virial"):
+            meta[key] += rows.counts[key]
+    # one fold per block
+    n_data, sum_log = fold_rows(solver, items, resolve_device("cpu"), rows_per_block=np.inf)
+    solver.meta = {**meta, "n_data": n_data, "sum_log_sigma": sum_log}
+    return solver
+
+
+def fold_rows_on_dask(client, solver: StreamingQR, frames, labels, noise, e0, descriptor,
+                      q_sparse, z_sparse, delta, zeta: int, l_factor) -> tuple[dict, int, float]:
+    """Fold the rows of every structure into ``solver`` on Dask workers.
+
+    Blocks of about ``ROWS_PER_BLOCK`` rows are turned into R factors on the
+    workers and merged as a tree while they come in (memory independent of
+    the number of blocks); the result equals the serial fold to rounding.
+
+    Returns
+    -------
+    counts : dict
+        Energy, force and virial observations.
+    n_data : int
+    sum_log_sigma : float
+    """
+    arrays = client.scatter((descriptor, e0, q_sparse, z_sparse, delta, zeta, l_factor),
+                            broadcast=True, hash=False)
+
+    def blocks():
+        current, n_rows = [], 0
+        for k, (atoms, lab) in enumerate(zip(frames, labels, strict=True)):
+            current.append((atoms, lab, noise.sigmas(atoms, k)))
+            n_rows += 1 + 3 * len(atoms) + 6
+            if n_rows >= ROWS_PER_BLOCK:
+                yield current
+                current, n_rows = [], 0
+        if current:
+            yield current
+
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    data = reduce_blocks_qr(client, _block_solver, blocks(), arrays, window=2 * n_workers)
+    solver.merge(data)
+    counts = {k: int(data.meta.get(k, 0)) for k in ("energy", "forces", "virial")}
+    return counts, int(data.meta["n_data"]), float(data.meta["sum_log_sigma"])

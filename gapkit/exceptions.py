@@ -10,12 +10,14 @@ __all__ = [
     "InvalidParameterError",
     "InvalidStructureError",
     "MissingLabelError",
+    "InvalidLabelError",
     "UnknownSpeciesError",
     "ModelFileError",
     "NumericalError",
     "DeviceUnavailableError",
     "NonNeutralWarning",
     "GapkitWarning",
+    "LabelWarning",
 ]
 
 
@@ -41,8 +43,18 @@ class MissingLabelError(GapkitError, ValueError):
     (energy, forces or stress)."""
 
 
+class InvalidLabelError(MissingLabelError):
+    """A label is present but cannot be used: wrong shape or type, NaN or infinite.
+
+    The message names the key, the structure index and what was found. A
+    subclass of :class:`MissingLabelError`: an unusable label is as good as a
+    missing one, and code catching the latter keeps working.
+    """
+
+
 class UnknownSpeciesError(GapkitError, ValueError):
-    """A structure contains a chemical element the model was not fitted for."""
+    """A structure contains a chemical element the model was not fitted for
+    (not in its descriptor, or in it but absent from the training data)."""
 
 
 class ModelFileError(GapkitError, OSError):
@@ -65,3 +77,8 @@ class GapkitWarning(UserWarning):
 
 class NonNeutralWarning(GapkitWarning):
     """A periodic cell carries a net charge; a neutralising background is added."""
+
+
+class LabelWarning(GapkitWarning):
+    """The labels allow a fit but something is likely wrong: e.g. no energies,
+    so ``e0`` cannot be fitted and the energy zero is arbitrary."""

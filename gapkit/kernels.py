@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["kernel", "kernel_and_gradient_factor"]
+__all__ = ["kernel"]
 
 
 def kernel(q: np.ndarray, q_sparse: np.ndarray, zeta: int, delta: float) -> np.ndarray:
@@ -32,21 +32,3 @@ def kernel(q: np.ndarray, q_sparse: np.ndarray, zeta: int, delta: float) -> np.n
         ``delta**2 * (q @ q_sparse.T)**zeta`` in eV².
     """
     return delta**2 * (q @ q_sparse.T) ** zeta
-
-
-def kernel_and_gradient_factor(
-    q: np.ndarray, q_sparse: np.ndarray, zeta: int, delta: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Kernel matrix and the scalar factor of its gradient.
-
-    Returns
-    -------
-    k : ndarray of shape (n, m)
-        ``delta**2 * (q . q_m)**zeta``.
-    g : ndarray of shape (n, m)
-        ``delta**2 * zeta * (q . q_m)**(zeta - 1)``, so that
-        ``dk/dq = g[:, m, None] * q_sparse[m]``.
-    """
-    dots = q @ q_sparse.T
-    g = (delta**2 * zeta) * dots ** (zeta - 1)
-    return g * dots / zeta, g

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import small_soap
 
-from gapkit import GAPRegressor, estimator
+from gapkit import GAPRegressor, rows
 from gapkit.distributed import reduce_blocks_qr
 from gapkit.gp import StreamingQR
 
@@ -29,9 +29,9 @@ def _same_model(a, b, frames):
 
 def test_streaming_equals_single_block(cu_data, monkeypatch):
     train = cu_data[0][:10]
-    monkeypatch.setattr(estimator, "ROWS_PER_BLOCK", 10**9)
+    monkeypatch.setattr(rows, "ROWS_PER_BLOCK", 10**9)
     whole = _model().fit(train)
-    monkeypatch.setattr(estimator, "ROWS_PER_BLOCK", 50)  # a fold every structure
+    monkeypatch.setattr(rows, "ROWS_PER_BLOCK", 50)  # a fold every structure
     streamed = _model().fit(train)
     _same_model(whole, streamed, cu_data[1][:4])
     assert streamed.log_marginal_likelihood_ == pytest.approx(whole.log_marginal_likelihood_)
@@ -39,7 +39,7 @@ def test_streaming_equals_single_block(cu_data, monkeypatch):
 
 def test_streaming_memory_does_not_grow_with_blocks(cu_data, monkeypatch):
     """Peak traced memory of the fit is the same for 8 and for 32 structures."""
-    monkeypatch.setattr(estimator, "ROWS_PER_BLOCK", 200)
+    monkeypatch.setattr(rows, "ROWS_PER_BLOCK", 200)
     frames = [a for a in cu_data[0] if a.info["config_type"].startswith("bulk")][:32]
     peaks = []
     for n in (8, 32):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import labelled, small_soap
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
@@ -149,14 +150,46 @@ def test_clone_and_params_untouched(cuau_frames):
     assert twin.descriptor.n_max == 5 and twin.zeta == 2
 
 
-def test_cross_val_score_and_grid_search(cu_data):
-    train = cu_data[0][:12]
-    model = GAPRegressor(small_soap(), n_sparse=30, random_state=0)
-    scores = cross_val_score(model, train, cv=KFold(3))
-    assert scores.shape == (3,) and np.all(scores > 0.5)
-    grid = GridSearchCV(model, {"zeta": [1, 4], "descriptor__l_max": [2, 3]}, cv=KFold(2))
-    grid.fit(train)
-    assert grid.best_params_["zeta"] in (1, 4)
+def _cu_cells(n, seed):
+    """``n`` small Cu cells (8 atoms) of random lattice constants, labelled with EMT."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, a in enumerate(rng.uniform(3.5, 3.75, n)):
+        atoms = bulk("Cu", "fcc", a=a, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.05, seed=k)
+        frames.append(labelled(atoms))
+    return frames
+
+
+def test_cross_val_score_and_grid_search():
+    frames = _cu_cells(9, seed=7)
+    model = GAPRegressor(SOAP(r_cut=3.5, n_max=3, l_max=2), n_sparse=10, random_state=0)
+    cv = KFold(3)
+    # a prior of 1 meV per atom cannot follow the energies (0.08 eV/atom apart): it must lose
+    grid_values = [1e-3, 1.0]
+
+    # the reference: an explicit fit and score per fold and candidate
+    def fold_scores(delta):
+        return np.array([
+            clone(model).set_params(delta=delta).fit([frames[i] for i in train])
+            .score([frames[i] for i in test])
+            for train, test in cv.split(frames)
+        ])
+
+    explicit = {delta: fold_scores(delta) for delta in grid_values}
+    assert explicit[1.0].mean() > 0.9 > 0.5 > explicit[1e-3].mean()
+
+    scores = cross_val_score(model, frames, cv=cv)
+    assert np.all(np.isfinite(scores))
+    np.testing.assert_allclose(scores, explicit[1.0], rtol=1e-10)
+
+    grid = GridSearchCV(model, {"delta": grid_values}, cv=cv).fit(frames)
+    means = {p["delta"]: m for p, m in zip(grid.cv_results_["params"],
+                                           grid.cv_results_["mean_test_score"], strict=True)}
+    for delta in grid_values:
+        assert means[delta] == pytest.approx(explicit[delta].mean(), rel=1e-10)
+    assert grid.best_params_ == {"delta": 1.0}  # the bad value lost
+    assert grid.best_estimator_.get_params()["delta"] == 1.0
     assert isinstance(grid.best_estimator_.descriptor_, SOAP)
 
 
@@ -179,24 +212,46 @@ def test_invalid_parameters(cuau_frames, params, match):
 
 def test_energy_only_and_forces_only_labels():
     frames = []
-    for k in range(6):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
-        atoms.rattle(0.05, seed=k)
+    for k in range(8):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.1, seed=k)
         frames.append(labelled(atoms))
-    energy_only = [a.copy() for a in frames]
-    for a, b in zip(energy_only, frames, strict=True):
+    train, test = frames[:6], frames[6:]
+
+    # energy only: the calculator (forces, stress) dropped, the energy under its own key
+    energy_only = [a.copy() for a in train]
+    for a, b in zip(energy_only, train, strict=True):
         a.info["my_energy"] = b.get_potential_energy()
-    model = GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy", forces_key="none",
-                         stress_key="none").fit(energy_only)
+    model = GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy",
+                         random_state=0).fit(energy_only)
     assert model.n_observations_ == {"energy": 6, "forces": 0, "virial": 0}
+    energies = np.array([a.get_potential_energy() for a in train])
+    # the energies (spread ~0.8 eV) are reproduced to a few per cent of their spread
+    assert np.abs(model.predict(energy_only) - energies).max() < 0.05 * np.ptp(energies)
+
+    # forces only: no energy, no stress on the structures (and so no e0 to fit: given)
+    forces_only = []
+    for a in train:
+        b = a.copy()
+        b.calc = SinglePointCalculator(b, forces=a.get_forces())
+        forces_only.append(b)
+    model = GAPRegressor(small_soap(), n_sparse=20, e0={"Cu": -0.25},
+                         random_state=0).fit(forces_only)
+    assert model.n_observations_ == {"energy": 0, "forces": 6 * 8 * 3, "virial": 0}
+    assert model.e0_ == {"Cu": -0.25}
+    for frames_ in (train, test):
+        labels = np.concatenate([a.get_forces().ravel() for a in frames_])
+        predicted = np.concatenate([f.ravel() for f in model.predict_forces(frames_)])
+        # a tenth of the spread of the labels (~1.2 eV/Å), on the training and held-out cells
+        assert np.sqrt(np.mean((predicted - labels) ** 2)) < 0.1 * np.std(labels)
 
 
 def test_prediction_in_centre_chunks_is_exact(cuau_model, cuau_frames, monkeypatch):
-    from gapkit import estimator
+    from gapkit import prediction
 
     big = cuau_frames[4] * (2, 1, 1)
     whole = cuau_model.predict_all([big])[0]
-    monkeypatch.setattr(estimator, "CENTRE_CHUNK", 5)
+    monkeypatch.setattr(prediction, "CENTRE_CHUNK", 5)
     chunked = cuau_model.predict_all([big])[0]
     np.testing.assert_allclose(chunked["energies"], whole["energies"], atol=1e-12)
     np.testing.assert_allclose(chunked["forces"], whole["forces"], atol=1e-12)

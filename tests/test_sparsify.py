@@ -52,10 +52,10 @@ def test_cur_prefers_high_leverage_rows():
 
 
 def test_candidate_reservoir_is_bounded_and_uniform():
-    from gapkit.estimator import _Reservoir
+    from gapkit.sparsify import CandidateReservoir
 
     rng = np.random.default_rng(0)
-    reservoir = _Reservoir(100, rng)
+    reservoir = CandidateReservoir(100, rng)
     for start in range(0, 5000, 37):
         block = np.arange(start, min(start + 37, 5000), dtype=float)[:, None]
         reservoir.add(block)

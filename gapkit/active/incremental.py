@@ -30,31 +30,24 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
-from ase.data import chemical_symbols
-from joblib import delayed
+from joblib import Parallel, delayed
 
-from .._validation import Labels, check_structures
-from ..backend import Backend, to_numpy
+from .._validation import Labels, check_structures, read_training_labels
+from ..backend import Backend, resolve_device, to_numpy
 from ..descriptors import StructureDescriptor
-from ..estimator import (
-    _KIND_ENERGY,
-    _KIND_FORCE,
-    _KIND_VIRIAL,
-    ROWS_PER_BLOCK,
-    GAPRegressor,
-    _structure_rows,
-)
+from ..estimator import GAPRegressor
 from ..exceptions import InvalidParameterError
 from ..gp import StreamingQR, log_marginal_likelihood
+from ..hyperopt import optimize_hyperparameters
+from ..model import FittedGAP, delta_per_point, subtract_baseline
+from ..rows import StructureRows, fold_rows, rescale_noise, structure_rows
+from ..sparsify import check_sparse_points, sparse_cholesky
 
 __all__ = ["IncrementalGAP", "most_uncertain_environments"]
 
 #: New sparse points closer than this (largest component difference) to a sparse
 #: point of the same species are duplicates and skipped.
 DUPLICATE_TOLERANCE = 1e-10
-
-_SIGMA_OF_KIND = {_KIND_ENERGY: "sigma_energy", _KIND_FORCE: "sigma_force",
-                  _KIND_VIRIAL: "sigma_virial"}
 
 
 def most_uncertain_environments(model: GAPRegressor, atoms: Atoms,
@@ -79,39 +72,21 @@ def most_uncertain_environments(model: GAPRegressor, atoms: Atoms,
     return model.descriptor_.features(atoms)[worst], atoms.numbers[worst]
 
 
-class _Precomputed:
-    """Stands in for the SOAP object in :func:`gapkit.estimator._structure_rows`:
-    hands back a descriptor computed earlier instead of computing it again."""
-
-    def __init__(self, desc: StructureDescriptor):
-        self.desc = desc
-
-    def features_and_derivatives(self, atoms: Atoms) -> StructureDescriptor:
-        return self.desc
-
-    def features(self, atoms: Atoms) -> np.ndarray:
-        return self.desc.features
-
-
 @dataclass
 class _Entry:
     """What is kept of one labelled structure."""
 
     atoms: Atoms  # numbers, positions, cell (for e0 and the volume)
     labels: Labels  # baseline already subtracted
-    sigmas: dict  # GAPRegressor._sigmas at the reference sigmas
+    sigmas: dict  # NoiseModel.sigmas at the reference noise
     descriptor: StructureDescriptor
-    rows: object  # (n_rows, M) unwhitened K_NM at the reference delta
-    targets: np.ndarray  # (n_rows,) labels minus e0
-    sigma: np.ndarray  # (n_rows,) noise at the reference sigmas
-    kind: np.ndarray  # (n_rows,) row kinds (energy, force, virial, fixed)
-    counts: dict  # energy, force and virial observations
+    rows: StructureRows  # unwhitened K_NM at the reference delta, targets, noise, kinds
 
     @property
     def nbytes(self) -> int:
-        desc = self.descriptor
+        desc, r = self.descriptor, self.rows
         arrays = [desc.features, desc.numbers, desc.centre, desc.neighbour, desc.dq_dr,
-                  desc.dq_dstrain, self.rows, self.targets, self.sigma, self.kind]
+                  desc.dq_dstrain, r.rows, r.targets, r.sigma, r.kind]
         return int(sum(a.nbytes for a in arrays if a is not None))
 
 
@@ -122,10 +97,10 @@ def _new_entry(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: dict,
         desc = descriptor.features_and_derivatives(atoms)
     else:
         desc = StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
-    rows, targets, sigma, kind, counts = _structure_rows(
-        _Precomputed(desc), atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta)
+    rows = structure_rows(None, atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta,
+                          desc=desc)
     light = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
-    return _Entry(light, labels, sigmas, desc, rows, targets, sigma, kind, counts)
+    return _Entry(light, labels, sigmas, desc, rows)
 
 
 class IncrementalGAP:
@@ -147,10 +122,11 @@ class IncrementalGAP:
     the noise of every row. :attr:`cache_nbytes` says how much that is.
 
     What stays as first fitted: ``e0_``, the descriptor, ``zeta``, ``jitter``,
-    and the hyperparameters (``hyperparameters_``: ``delta`` and the three
-    sigmas). A model fitted with ``optimize`` keeps the values that fit found;
-    :meth:`optimize_hyperparameters` re-optimises them on all cached rows
-    (no descriptor work). Refit with :meth:`GAPRegressor.fit
+    the noise model and the hyperparameters (``hyperparameters_``: ``delta``
+    and the three sigmas). A model fitted with ``optimize`` keeps the values
+    that fit found; :meth:`optimize_hyperparameters` re-optimises them on all
+    cached rows (no descriptor work). Every update replaces the model's
+    immutable ``fitted_`` (so calculators notice it). Refit with :meth:`GAPRegressor.fit
     <gapkit.GAPRegressor.fit>` to renew ``e0_`` or the sparse-point selection.
     A ``baseline`` is supported (subtracted from the labels of each new
     structure, as in ``fit``). A fitted ``std_scale_`` (from ``calibrate``) is
@@ -203,20 +179,20 @@ class IncrementalGAP:
             raise InvalidParameterError(
                 f"IncrementalGAP: 'model' must be a GAPRegressor; got {type(model).__name__}.")
         frames = check_structures(frames, "IncrementalGAP")
-        if not hasattr(model, "coefficients_"):
+        if not model.__sklearn_is_fitted__():
             model.fit(frames, y, sparse_points)
         elif sparse_points is not None:
             raise InvalidParameterError(
                 "IncrementalGAP: 'sparse_points' is only used to fit an unfitted model; "
                 "use add_sparse_points on a fitted one.")
         self.model = model
-        # rows and noise are computed at these reference values (the constructor's,
-        # as fit does) and scaled to the fitted hyperparameters when solving
-        self._ref_delta = model._per_species(model.delta, model.species_, "delta")
-        self._ref_sigma = {k: float(getattr(model, k))
-                           for k in ("sigma_energy", "sigma_force", "sigma_virial")}
+        fitted = model.fitted_
+        # rows and noise are computed at these reference values (the fitted ones) and
+        # scaled to the current hyperparameters when solving
+        self._ref_delta = dict(fitted.hyperparameters["delta"])
+        self._ref_noise = fitted.noise
         self._entries: list[_Entry] = self._compute_entries(frames, y, "IncrementalGAP")
-        self._solve_all()
+        self._solve_all(fitted)
 
     # ---------------------------------------------------------------- info
     @property
@@ -231,82 +207,62 @@ class IncrementalGAP:
 
     # ------------------------------------------------------------- helpers
     def _backend(self) -> Backend:
-        return self.model._backend()
+        return resolve_device(self.model.device, "IncrementalGAP")
 
-    def _ref_delta_columns(self, numbers: np.ndarray) -> np.ndarray:
-        return np.array([self._ref_delta[chemical_symbols[int(z)]] for z in numbers], float)
-
-    def _column_scale(self) -> np.ndarray | None:
-        """``(delta_ / delta_ref)^2`` per column, None when all are 1."""
-        ratio = self.model.delta_ / self._ref_delta_columns(self.model.sparse_numbers_)
+    def _column_scale(self, fitted: FittedGAP) -> np.ndarray | None:
+        """``(delta / delta_ref)^2`` per column, None when all are 1."""
+        ratio = fitted.delta / delta_per_point(self._ref_delta, fitted.sparse_numbers)
         return None if np.all(ratio == 1.0) else ratio**2
 
-    def _noise(self, entry: _Entry) -> np.ndarray:
-        """Noise of an entry's rows at the fitted sigmas."""
-        hyper = self.model.hyperparameters_
-        sigma = entry.sigma
-        for kind, name in _SIGMA_OF_KIND.items():
-            factor = hyper[name] / self._ref_sigma[name]
-            if factor != 1.0:
-                sigma = np.where(entry.kind == kind, sigma * factor, sigma)
-        return sigma
-
-    def _weighted_blocks(self, entries: list[_Entry]):
-        """Rows ``K_NM / sigma`` and targets ``y / sigma`` at the fitted hyperparameters,
-        joined into blocks of at least ``ROWS_PER_BLOCK`` rows (as ``fit`` folds them)."""
-        backend = self._backend()
-        xp = backend.xp
-        scale = self._column_scale()
-        scale = None if scale is None else backend.asarray(scale)
-        block, n_rows = [], 0
-        for entry in entries:
-            sigma = self._noise(entry)
-            rows = entry.rows if scale is None else entry.rows * scale[None, :]
-            block.append((rows / backend.asarray(sigma)[:, None],
-                          backend.asarray(entry.targets / sigma)))
-            n_rows += len(sigma)
-            if n_rows >= ROWS_PER_BLOCK:
-                yield xp.concat([b[0] for b in block], axis=0), xp.concat([b[1] for b in block])
-                block, n_rows = [], 0
-        if block:
-            yield xp.concat([b[0] for b in block], axis=0), xp.concat([b[1] for b in block])
+    def _items(self, entries: list[_Entry], fitted: FittedGAP):
+        """(rows, targets, noise at the fitted sigmas) of cached entries."""
+        ref, now = self._ref_noise.defaults, fitted.noise.defaults
+        for e in entries:
+            yield e.rows.rows, e.rows.targets, rescale_noise(e.rows.sigma, e.rows.kind, ref, now)
 
     def _compute_entries(self, frames: list[Atoms], y, owner: str) -> list[_Entry]:
-        model = self.model
-        labels = model._labels_to_learn(frames, y)
+        model, fitted = self.model, self.model.fitted_
+        fitted.check_species(frames, owner)
+        keys = (model.energy_key, model.forces_key, model.stress_key)
+        labels = subtract_baseline(read_training_labels(frames, y, keys, owner), frames,
+                                   fitted.baseline)
         backend = self._backend()
-        q_sparse = backend.asarray(model.sparse_features_)
-        delta = backend.asarray(self._ref_delta_columns(model.sparse_numbers_))
+        q_sparse = backend.asarray(fitted.sparse_features)
+        delta = backend.asarray(delta_per_point(self._ref_delta, fitted.sparse_numbers))
         jobs = (
-            delayed(_new_entry)(model.descriptor_, a, lab, model._sigmas(a, self._ref_sigma),
-                                model.e0_, q_sparse, model.sparse_numbers_, delta, model.zeta)
-            for a, lab in zip(frames, labels, strict=True)
+            delayed(_new_entry)(fitted.descriptor, a, lab, self._ref_noise.sigmas(a, k),
+                                fitted.e0, q_sparse, fitted.sparse_numbers, delta,
+                                fitted.zeta)
+            for k, (a, lab) in enumerate(zip(frames, labels, strict=True))
         )
-        results = model._parallel(len(frames), backend)(jobs)
-        return list(model._progress(results, len(frames), owner))
+        in_process = len(frames) <= 1 or not backend.is_numpy
+        n_jobs = 1 if in_process else (model.n_jobs or 1)
+        return list(Parallel(n_jobs=n_jobs, return_as="generator")(jobs))
 
-    def _solve_all(self) -> None:
-        """QR of every cached row under the current sparse points (as ``fit``)."""
-        model = self.model
+    def _solve_all(self, fitted: FittedGAP) -> None:
+        """QR of every cached row under ``fitted``'s sparse points and hyperparameters."""
         backend = self._backend()
-        model.sparse_cholesky_ = model._sparse_cholesky(backend)
-        solver = StreamingQR(len(model.sparse_numbers_),
-                             prior=backend.asarray(model.sparse_cholesky_))
-        for rows, targets in self._weighted_blocks(self._entries):
-            solver.add_rows(rows, targets)
-        self._store(solver)
+        l_mm = sparse_cholesky(fitted.sparse_features, fitted.sparse_numbers, fitted.delta,
+                               fitted.zeta, fitted.jitter, backend)
+        solver = StreamingQR(fitted.n_sparse, prior=backend.asarray(l_mm))
+        fold_rows(solver, self._items(self._entries, fitted), backend,
+                  column_scale=self._column_scale(fitted))
+        self._store(solver, fitted.replace(sparse_cholesky=l_mm))
 
-    def _store(self, solver: StreamingQR) -> None:
-        model = self.model
+    def _store(self, solver: StreamingQR, fitted: FittedGAP, lml: float | None = None) -> None:
+        items = list(self._items(self._entries, fitted))
+        n_data = int(sum(len(s) for _, _, s in items))
+        sum_log = float(sum(np.sum(np.log(s)) for _, _, s in items))
+        if lml is None:
+            lml = log_marginal_likelihood(solver, fitted.sparse_cholesky, n_data=n_data,
+                                          sum_log_sigma=sum_log)
+        counts = {key: int(sum(e.rows.counts[key] for e in self._entries))
+                  for key in ("energy", "forces", "virial")}
         self._solver = solver
-        sigmas = [self._noise(e) for e in self._entries]
-        model.log_marginal_likelihood_ = log_marginal_likelihood(
-            solver, model.sparse_cholesky_, np.concatenate(sigmas))
-        model._store_solution(solver)
-        model.n_observations_ = {
-            key: int(sum(e.counts[key] for e in self._entries))
-            for key in ("energy", "forces", "virial")
-        }
+        self.model.fitted_ = fitted.replace(
+            coefficients=to_numpy(solver.solve()), r_factor=to_numpy(solver.r),
+            qtb=to_numpy(solver.qtb), residual=solver.residual, n_observations=counts,
+            n_data=n_data, sum_log_sigma=sum_log, log_marginal_likelihood=lml)
 
     # ------------------------------------------------------------- updates
     def add_structures(self, frames: Sequence[Atoms], y=None) -> IncrementalGAP:
@@ -319,7 +275,7 @@ class IncrementalGAP:
         ----------
         frames : list of ase.Atoms
             Labelled structures (energy, forces and/or stress) of species the
-            model knows.
+            model was trained on.
         y : array-like of shape (n_structures,), default=None
             Total energies overriding those on ``frames``.
 
@@ -328,11 +284,12 @@ class IncrementalGAP:
         self : IncrementalGAP
         """
         frames = check_structures(frames, "IncrementalGAP.add_structures")
-        new = self._compute_entries(frames, y, "add structures")
-        for rows, targets in self._weighted_blocks(new):
-            self._solver.add_rows(rows, targets)
+        new = self._compute_entries(frames, y, "IncrementalGAP.add_structures")
+        fitted = self.model.fitted_
+        fold_rows(self._solver, self._items(new, fitted), self._backend(),
+                  column_scale=self._column_scale(fitted))
         self._entries.extend(new)
-        self._store(self._solver)
+        self._store(self._solver, fitted)
         return self
 
     def add_sparse_points(self, features, numbers) -> int:
@@ -357,11 +314,18 @@ class IncrementalGAP:
         int
             Points added: those equal (every component to 1e-10) to an
             existing sparse point of the same species or to an earlier one of
-            ``features`` are skipped. With none left
-            the model is not changed.
+            ``features`` are skipped. With none left the model is not changed.
+            On any failure (e.g. ``K_MM`` not positive definite) the model and
+            the cache are left as they were.
         """
-        model = self.model
-        q_new, z_new = self._check_points(features, numbers)
+        fitted = self.model.fitted_
+        q = np.asarray(to_numpy(features), dtype=float)
+        if q.ndim == 1:
+            q = q[None, :]
+        z = np.asarray(to_numpy(numbers)).reshape(-1)
+        q_new, z_new = check_sparse_points((q, z), fitted.sparse_features.shape[1],
+                                           fitted.descriptor.species_numbers,
+                                           "IncrementalGAP.add_sparse_points")
         keep = self._distinct(q_new, z_new)
         if len(keep) == 0:
             return 0
@@ -369,34 +333,34 @@ class IncrementalGAP:
         backend = self._backend()
         xp = backend.xp
         q_dev = backend.asarray(q_new)
-        delta_dev = backend.asarray(self._ref_delta_columns(z_new))
-        z_all = np.concatenate([model.sparse_numbers_, z_new])
+        delta_dev = backend.asarray(delta_per_point(self._ref_delta, z_new))
+        z_all = np.concatenate([fitted.sparse_numbers, z_new])
         order = np.argsort(z_all, kind="stable")
         order_dev = backend.asarray(order)
-        rows = []
-        for entry in self._entries:
-            new_cols, *_ = _structure_rows(_Precomputed(entry.descriptor), entry.atoms,
-                                           entry.labels, entry.sigmas, model.e0_, q_dev,
-                                           z_new, delta_dev, model.zeta)
-            rows.append(xp.take(xp.concat([entry.rows, new_cols], axis=1), order_dev, axis=1))
-        delta = model.hyperparameters_["delta"]
-        names = ("sparse_features_", "sparse_numbers_", "delta_", "sparse_cholesky_")
-        before = ([e.rows for e in self._entries], {n: getattr(model, n) for n in names},
-                  self._solver)
+        grown = []
+        for e in self._entries:
+            new_cols = structure_rows(None, e.atoms, e.labels, e.sigmas, fitted.e0, q_dev,
+                                      z_new, delta_dev, fitted.zeta, desc=e.descriptor).rows
+            cols = xp.take(xp.concat([e.rows.rows, new_cols], axis=1), order_dev, axis=1)
+            grown.append(e.rows._replace(rows=cols))
+        z_sorted = z_all[order]
+        candidate = fitted.replace(
+            sparse_features=np.vstack([fitted.sparse_features, q_new])[order],
+            sparse_numbers=z_sorted,
+            delta=delta_per_point(fitted.hyperparameters["delta"], z_sorted),
+            sparse_cholesky=np.zeros((len(z_sorted),) * 2),
+            coefficients=np.zeros(len(z_sorted)), r_factor=np.zeros((len(z_sorted),) * 2),
+            qtb=np.zeros(len(z_sorted)))
+        before = ([e.rows for e in self._entries], self._solver)
         try:
-            for entry, r in zip(self._entries, rows, strict=True):
-                entry.rows = r
-            model.sparse_features_ = np.vstack([model.sparse_features_, q_new])[order]
-            model.sparse_numbers_ = z_all[order]
-            model.delta_ = np.array(
-                [delta[chemical_symbols[int(z)]] for z in model.sparse_numbers_], float)
-            self._solve_all()
-        except BaseException:  # e.g. K_MM not positive definite: leave the model as it was
-            for entry, r in zip(self._entries, before[0], strict=True):
-                entry.rows = r
-            for name, value in before[1].items():
-                setattr(model, name, value)
-            self._solver = before[2]
+            for e, r in zip(self._entries, grown, strict=True):
+                e.rows = r
+            self._solve_all(candidate)
+        except BaseException:  # leave the model and the cache as they were
+            for e, r in zip(self._entries, before[0], strict=True):
+                e.rows = r
+            self._solver = before[1]
+            self.model.fitted_ = fitted
             raise
         return len(keep)
 
@@ -414,44 +378,32 @@ class IncrementalGAP:
             raise InvalidParameterError(
                 "IncrementalGAP.optimize_hyperparameters: the model's 'optimize' is False; "
                 "set it to True or to a list of hyperparameter names.")
+        fitted = model.fitted_
         backend = self._backend()
-        # back to the reference values the cached rows were computed at
-        model.hyperparameters_ = {"delta": dict(self._ref_delta), **self._ref_sigma}
-        model.delta_ = self._ref_delta_columns(model.sparse_numbers_)
-        model.sparse_cholesky_ = model._sparse_cholesky(backend)
-        kept = [(e.rows, e.targets, e.sigma, e.kind) for e in self._entries]
-        solver = model._optimize_hyperparameters(kept, backend)  # sets LML and the rest
-        lml = model.log_marginal_likelihood_
-        self._store(solver)
-        model.log_marginal_likelihood_ = lml
+        ref_delta = delta_per_point(self._ref_delta, fitted.sparse_numbers)
+        l_ref = sparse_cholesky(fitted.sparse_features, fitted.sparse_numbers, ref_delta,
+                                fitted.zeta, fitted.jitter, backend)
+        species = list(self._ref_delta)
+        params = model.get_params(deep=False)
+        initial = {**params, "delta": params["delta"] if isinstance(params["delta"], dict)
+                   else dict.fromkeys(species, params["delta"])}
+        result = optimize_hyperparameters(
+            [e.rows for e in self._entries], optimize=model.optimize,
+            start={"delta": self._ref_delta, **self._ref_noise.defaults},
+            sparse_numbers=fitted.sparse_numbers, delta=ref_delta, l_factor=l_ref,
+            backend=backend, initial=initial)
+        hyper = result.hyperparameters
+        noise = fitted.noise.with_defaults(**{k: hyper[k] for k in fitted.noise.defaults})
+        self._store(result.solver, fitted.replace(
+            hyperparameters=hyper, delta=result.delta, sparse_cholesky=result.l_factor,
+            noise=noise), lml=result.log_marginal_likelihood)
 
     # --------------------------------------------------------------- checks
-    def _check_points(self, features, numbers) -> tuple[np.ndarray, np.ndarray]:
-        model = self.model
-        q = np.asarray(to_numpy(features), dtype=float)
-        z = np.asarray(to_numpy(numbers)).astype(int)
-        if q.ndim == 1 and q.shape[0] == model.sparse_features_.shape[1]:
-            q = q[None, :]
-        z = z.reshape(-1)
-        n_features = model.sparse_features_.shape[1]
-        if q.ndim != 2 or q.shape[1] != n_features or z.shape != (len(q),):
-            raise InvalidParameterError(
-                f"IncrementalGAP.add_sparse_points: expected features of shape (k, {n_features})"
-                f" and k atomic numbers; got {q.shape} and {z.shape}.")
-        unknown = sorted(set(z.tolist()) - set(model.descriptor_.species_numbers.tolist()))
-        if unknown:
-            raise InvalidParameterError(
-                f"IncrementalGAP.add_sparse_points: sparse points of species {unknown} the "
-                f"model does not have ({', '.join(model.species_)}).")
-        if not np.all(np.isfinite(q)):
-            raise InvalidParameterError(
-                "IncrementalGAP.add_sparse_points: features contain NaN or infinity.")
-        return q, z
-
     def _distinct(self, q_new: np.ndarray, z_new: np.ndarray) -> np.ndarray:
         """Indices of the rows of ``q_new`` that are not, to ``DUPLICATE_TOLERANCE`` in
         every component, a sparse point of the same species or an earlier row."""
-        q_old, z_old = self.model.sparse_features_, self.model.sparse_numbers_
+        fitted = self.model.fitted_
+        q_old, z_old = fitted.sparse_features, fitted.sparse_numbers
         keep: list[int] = []
         for k, (row, z) in enumerate(zip(q_new, z_new, strict=True)):
             earlier = [j for j in keep if z_new[j] == z]

@@ -11,8 +11,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from .._validation import Labels, check_structures, is_bulk
 from ..design import local_energy_rows
-from ..estimator import _structure_rows
 from ..exceptions import InvalidParameterError
+from ..rows import structure_rows
 
 __all__ = ["select_batch", "label_structures"]
 
@@ -59,31 +59,33 @@ def select_batch(
         raise InvalidParameterError(
             f"select_batch: 'k' must be an integer between 1 and {len(pool)}; got {k!r}."
         )
-    model._check_known_species(pool)
+    fitted = model.fitted_ if hasattr(model, "fitted_") else None
+    if fitted is None:
+        raise InvalidParameterError("select_batch: the model is not fitted; fit it first.")
+    fitted.check_species(pool, "select_batch")
     if features is None:
-        features = [model.descriptor_.features(a) for a in pool]
-    rows = [local_energy_rows(f, a.numbers, model.sparse_features_, model.sparse_numbers_,
-                              model.delta_, model.zeta)
+        features = [fitted.descriptor.features(a) for a in pool]
+    rows = [local_energy_rows(f, a.numbers, fitted.sparse_features, fitted.sparse_numbers,
+                              fitted.delta, fitted.zeta)
             for f, a in zip(features, pool, strict=True)]
     stacked = np.vstack(rows)
     q_env = np.vstack(features)
     z_env = np.concatenate([a.numbers for a in pool])
     owner = np.repeat(np.arange(len(pool)), [len(a) for a in pool])
-    delta = dict(zip(model.sparse_numbers_.tolist(), model.delta_.tolist(), strict=True))
+    delta = dict(zip(fitted.sparse_numbers.tolist(), fitted.delta.tolist(), strict=True))
     d2_env = np.array([delta[z] ** 2 for z in z_env.tolist()])
 
     # Data-independent part of the DTC variance: the prior not explained by the
     # sparse points. Environments of a chosen structure will become sparse
     # points at the next fit, so each choice also shrinks this term by an
     # incremental Nystrom update with the chosen environments.
-    dtc = model.variance == "dtc"
-    l_inv_k = scipy.linalg.solve_triangular(model.sparse_cholesky_, stacked.T, lower=True)
+    dtc = fitted.variance == "dtc"
+    l_inv_k = scipy.linalg.solve_triangular(fitted.sparse_cholesky, stacked.T, lower=True)
     gap = np.clip(d2_env - np.einsum("mn,mn->n", l_inv_k, l_inv_k), 0.0, None) if dtc else 0.0
     basis = np.zeros((len(z_env), 0))  # residual-kernel factors of chosen environments
 
-    r = model.r_factor_.copy()
+    r = fitted.r_factor.copy()
     chosen: list[int] = []
-    base = model.hyperparameters_
     for _ in range(k):
         x = scipy.linalg.solve_triangular(r, stacked.T, trans="T")
         var = np.clip(gap + np.einsum("mn,mn->n", x, x), 0.0, None)
@@ -94,17 +96,15 @@ def select_batch(
         atoms = pool[best]
         # label-free update of the posterior precision with the structure's rows
         dummy = Labels(0.0, np.zeros((len(atoms), 3)), np.zeros(6) if is_bulk(atoms) else None)
-        sigmas = model._sigmas(atoms, {n: base[n] for n in ("sigma_energy", "sigma_force",
-                                                             "sigma_virial")})
-        a_rows, _, sigma, _, _ = _structure_rows(
-            model.descriptor_, atoms, dummy, sigmas, model.e0_, model.sparse_features_,
-            model.sparse_numbers_, model.delta_, model.zeta,
+        a_rows, _, sigma, _, _ = structure_rows(
+            fitted.descriptor, atoms, dummy, fitted.noise.sigmas(atoms, best), fitted.e0,
+            fitted.sparse_features, fitted.sparse_numbers, fitted.delta, fitted.zeta,
         )
         r = scipy.linalg.qr(np.vstack([r, a_rows / sigma[:, None]]), mode="r")[0][: len(r)]
         if dtc:
             envs = np.flatnonzero(owner == best)
             same = z_env[:, None] == z_env[envs][None, :]
-            k_xc = np.where(same, d2_env[:, None] * (q_env @ q_env[envs].T) ** model.zeta, 0.0)
+            k_xc = np.where(same, d2_env[:, None] * (q_env @ q_env[envs].T) ** fitted.zeta, 0.0)
             resid = k_xc - l_inv_k.T @ l_inv_k[:, envs] - basis @ basis[envs].T
             r_cc = resid[envs] + 1e-8 * np.eye(len(envs)) * d2_env[envs].mean()
             chol = np.linalg.cholesky(0.5 * (r_cc + r_cc.T))
