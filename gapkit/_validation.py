@@ -172,13 +172,13 @@ def read_labels(
 
     def lookup(key, store, name, fallbacks):
         if key is not None:
-            return store.get(key), key
+            return store.get(key), repr(key)
         value = _from_calc(atoms, name)
         if value is not None:
             return value, f"calculator result {name!r}"
         for k in fallbacks:
             if k in store:
-                return store[k], k
+                return store[k], repr(k)
         return None, None
 
     energy, e_key = lookup(

@@ -3,69 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ._files import check_output_path
+from .config import build_model, check_model_output, read_config
 from .exceptions import GapkitError, InvalidParameterError
 
 __all__ = ["main"]
 
-
-def _read_config(path: Path | None) -> dict:
-    """GAPRegressor parameters from a JSON or TOML file; ``descriptor`` is a table
-    of SOAP parameters."""
-    if path is None:
-        return {}
-    text = Path(path).read_text()
-    if Path(path).suffix.lower() == ".toml":
-        try:
-            import tomllib
-        except ImportError as err:  # Python 3.10
-            raise InvalidParameterError(
-                "TOML configs need Python >= 3.11; use a .json config."
-            ) from err
-        config = tomllib.loads(text)
-    else:
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise InvalidParameterError(f"config {path}: not valid JSON ({err}).") from err
-    if not isinstance(config, dict):
-        raise InvalidParameterError(f"config {path}: expected a table of parameters.")
-    return config
-
-
-def build_model(config: dict, **overrides):
-    """A :class:`GAPRegressor` from a config dict (as read from a config file)."""
-    from .descriptors import SOAP
-    from .estimator import GAPRegressor
-
-    config = {**config, **{k: v for k, v in overrides.items() if v is not None}}
-    soap_params = config.pop("descriptor", {})
-    allowed = set(GAPRegressor().get_params(deep=False)) - {"descriptor"}
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise InvalidParameterError(
-            f"config: unknown parameter(s) {', '.join(unknown)}; allowed: "
-            f"descriptor, {', '.join(sorted(allowed))}."
-        )
-    soap_allowed = set(SOAP().get_params())
-    bad = sorted(set(soap_params) - soap_allowed)
-    if bad:
-        raise InvalidParameterError(
-            f"config: unknown descriptor parameter(s) {', '.join(bad)}; allowed: "
-            f"{', '.join(sorted(soap_allowed))}."
-        )
-    baseline = config.pop("baseline", None)
-    if baseline is not None:
-        from .electrostatics import calculator_from_dict
-
-        config["baseline"] = calculator_from_dict(baseline)
-    return GAPRegressor(SOAP(**soap_params), **config)
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _say_device(device: str | None) -> None:
@@ -92,10 +42,39 @@ def _report_fit(model, seconds: float) -> None:
     print("e0 (eV): " + ", ".join(f"{k} {v:.6f}" for k, v in model.e0_.items()))
 
 
+def _check_png_output(path, owner: str) -> Path:
+    """Check a plot path before the work: writable, and an existing file is a PNG
+    (anything else there is refused, not overwritten)."""
+    path = check_output_path(path, owner)
+    if path.exists() and path.stat().st_size > 0:
+        with open(path, "rb") as fh:
+            if fh.read(8) != _PNG_SIGNATURE:
+                raise InvalidParameterError(
+                    f"{owner}: {str(path)!r} exists and is not a PNG image; it is left "
+                    "untouched: remove it or write the plot elsewhere."
+                )
+    return path
+
+
+def _check_input(path, owner: str) -> None:
+    """An input file named on the command line exists (checked before any work)."""
+    if path is not None and not Path(path).is_file():
+        raise FileNotFoundError(f"{owner}: no file at {str(path)!r}.")
+
+
 def _cmd_fit(args) -> int:
     from .io import read_structures
 
-    config = _read_config(args.config)
+    config = read_config(args.config)
+    _check_input(args.train, "training data")
+    _check_input(args.test, "--test")
+    check_model_output(args.output, "-o/--output")
+    if args.seed is not None:
+        seed = args.seed
+    elif config.get("random_state") is not None:
+        seed = config["random_state"]
+    else:
+        seed = 0
     model = build_model(
         config,
         energy_key=args.energy_key,
@@ -104,9 +83,11 @@ def _cmd_fit(args) -> int:
         n_jobs=args.workers if args.workers is not None else args.n_jobs,
         scheduler=args.scheduler,
         device=args.device,
+        random_state=seed,
     )
     model.set_params(verbose=not args.quiet)
     _say_device(model.device)
+    print(f"seed {seed} (sparse-point selection; --seed to change)")
     frames = read_structures(args.train)
     print(f"read {len(frames)} structures from {args.train}")
     t0 = time.perf_counter()
@@ -123,9 +104,22 @@ def _cmd_fit(args) -> int:
 
 def _cmd_eval(args) -> int:
     from ._validation import read_labels
-    from .io import load, read_structures
+    from .estimator import load
+    from .io import read_structures
     from .metrics import calibration_metrics, evaluate_predictions
 
+    if args.output is not None and args.calibrate is None:
+        raise InvalidParameterError(
+            "-o/--output writes the calibrated model and needs --calibrate VALIDATION.xyz; "
+            "without it nothing would be written."
+        )
+    _check_input(args.test, "test data")
+    _check_input(args.calibrate, "--calibrate")
+    if args.output is not None:
+        check_model_output(args.output, "-o/--output")
+    for plot, option in ((args.plot, "--plot"), (args.plot_calibration, "--plot-calibration")):
+        if plot is not None:
+            _check_png_output(plot, option)
     model = load(args.model, device=args.device)
     _say_device(model.device)
     overrides = {"energy_key": args.energy_key, "forces_key": args.forces_key,
@@ -190,6 +184,7 @@ def _cmd_demo(args) -> int:
     from .descriptors import SOAP
     from .estimator import GAPRegressor
 
+    check_model_output(args.output, "-o/--output")
     train, test = load_cu_emt()
     print(f"bundled Cu/EMT data: {len(train)} training and {len(test)} test structures")
     model = GAPRegressor(
@@ -214,10 +209,12 @@ def _cmd_demo(args) -> int:
 def _cmd_learn(args) -> int:
     from .active.runner import run_learning
 
-    config = _read_config(args.config)
-    if args.device is not None:
-        config.setdefault("model", {})["device"] = args.device
-    _say_device(config.get("model", {}).get("device"))
+    config = read_config(args.config)
+    model = config.get("model", {})
+    if args.device is not None and isinstance(model, dict):
+        config["model"] = {**model, "device": args.device}
+    if isinstance(config.get("model"), dict):
+        _say_device(config["model"].get("device"))
     run_learning(config)
     return 0
 
@@ -247,6 +244,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", type=Path, help="JSON or TOML file of model parameters")
     fit.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
     fit.add_argument("--test", type=Path, help="also print errors on these structures")
+    fit.add_argument("--seed", type=int, default=None,
+                     help="random seed of the sparse-point selection (default: the config's "
+                     "random_state, else 0), so that two fits of the same data agree")
     fit.add_argument("--scheduler", help="Dask: 'local' (start a LocalCluster) or the address "
                      "of a running scheduler")
     fit.add_argument("--workers", type=int, help="workers of the local Dask cluster")
@@ -282,12 +282,31 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``gapkit`` command."""
+    """Entry point of the ``gapkit`` command.
+
+    Parameters
+    ----------
+    argv : list of str, default=None
+        The arguments (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit status: 0 on success, 2 for an error of the user's input
+        (a bad option, config, path or file), reported on stderr as
+        ``gapkit COMMAND: error: ...`` without a traceback.
+    """
     args = _parser().parse_args(argv)
     try:
         return args.func(args)
-    except (GapkitError, FileNotFoundError) as err:
+    except (GapkitError, OSError) as err:  # OSError: FileNotFoundError, PermissionError, ...
         print(f"gapkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except MemoryError as err:
+        print(f"gapkit {args.command}: error: out of memory ({err or 'MemoryError'}); a "
+              "file may ask for more memory than it should hold (a damaged or crafted model "
+              "or data file?), or the problem is too large for this machine (fewer sparse "
+              "points or structures, or more memory).", file=sys.stderr)
         return 2
 
 

@@ -261,10 +261,12 @@ class SOAP(BaseEstimator):
                 dtype="float64",
                 cutoff_tolerance=float(self.cutoff_tolerance),
             )
-            weights = _pair_weights(engine)
-            basis = GTOBasis(
-                engine._alphas, engine._betas, float(self.sigma), len(key[4]), weights
-            )
+            weights = _pair_weights(engine, int(self.n_max), int(self.l_max),
+                                    self.species_numbers)
+            # DScribe has no public accessor for its orthonormalised GTO basis;
+            # dscribe is pinned below 3 while these are read (pyproject.toml)
+            alphas, betas = engine._alphas, engine._betas  # noqa: SLF001
+            basis = GTOBasis(alphas, betas, float(self.sigma), len(key[4]), weights)
             self.__dict__["_engine_cache"] = (key, engine, weights, basis)
             cached = self.__dict__["_engine_cache"]
         return cached[1]
@@ -548,18 +550,18 @@ class SOAP(BaseEstimator):
         return np.asarray(eps, dtype=float), forces, virial
 
 
-def _pair_weights(engine: _DScribeSOAP) -> np.ndarray:
+def _pair_weights(engine: _DScribeSOAP, n_max: int, l_max: int,
+                  numbers: np.ndarray) -> np.ndarray:
     """sqrt(2) on the entries DScribe stores once for two ordered pairs.
 
     Within a same-species block DScribe's layout is l-major, then the upper
     triangle of (n, n'); a block of two different species is stored once.
     """
-    n_max, l_max = engine._n_max, engine._l_max
     w = np.full(engine.get_number_of_features(), np.sqrt(2.0))
     pairs = [(n, m) for n in range(n_max) for m in range(n, n_max)]
     diagonal = np.array([n == m for n, m in pairs])
     same_block = np.where(np.tile(diagonal, l_max + 1), 1.0, np.sqrt(2.0))
-    for z in engine._atomic_numbers:
+    for z in numbers:
         loc = engine.get_location((int(z), int(z)))
         w[loc] = same_block
     return w

@@ -503,7 +503,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         one is complete."""
         state, arrays = self._fitted().to_file_state()
         params = self.get_params(deep=False)
-        params.update(descriptor=None, baseline=None, scheduler=None)  # stored as fitted
+        # the baseline is stored as fitted; where the fit ran is not part of the model
+        params.update(descriptor=None if self.descriptor is None else
+                      self.descriptor.get_params(), baseline=None, scheduler=None)
         write_model_file(path, {"model": state, "params": _json_params(params)}, arrays)
 
     def __sklearn_tags__(self):
@@ -540,12 +542,16 @@ def load(path, device: str | None = None) -> GAPRegressor:
     if not isinstance(header.get("model"), dict) or not isinstance(header.get("params"), dict):
         raise ModelFileError(f"{path}: the header has no 'model' and 'params' tables.")
     fitted = FittedGAP.from_file_state(header["model"], arrays, str(path))
-    params = {k: v for k, v in header["params"].items() if k not in ("descriptor", "baseline")}
+    params = dict(header["params"])
     try:
-        model = GAPRegressor(descriptor=clone(fitted.descriptor), **params)
-    except TypeError as err:
-        raise ModelFileError(f"{path}: unknown model parameters ({err}).") from err
-    model.baseline = fitted.baseline
+        descriptor = params.pop("descriptor", None)
+        params.pop("baseline", None)
+        model = GAPRegressor(descriptor=None if descriptor is None else SOAP(**descriptor),
+                             **params)
+        model.baseline = None if fitted.baseline is None else copy_baseline(fitted.baseline)
+        validate_params(model.get_params(deep=False), GAP_CONSTRAINTS, "GAPRegressor")
+    except (TypeError, InvalidParameterError) as err:
+        raise ModelFileError(f"{path}: invalid model parameters ({err}).") from err
     if device is not None:
         model.set_params(device=device)
     model.fitted_ = fitted

@@ -212,8 +212,10 @@ def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> Path:
 
     from importlib.metadata import PackageNotFoundError, version
 
-    from . import __version__
-
+    try:
+        gapkit_version: str | None = version("gapkit")
+    except PackageNotFoundError:
+        gapkit_version = None
     try:
         dscribe_version: str | None = version("dscribe")
     except PackageNotFoundError:
@@ -221,7 +223,7 @@ def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> Path:
     envelope = {
         "format": _FORMAT,
         "schema_version": SCHEMA_VERSION,
-        "gapkit_version": __version__,
+        "gapkit_version": gapkit_version,
         "dscribe_version": dscribe_version,
         "state": header,
         "arrays": entries,

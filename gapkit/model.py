@@ -26,7 +26,7 @@ from ase.data import atomic_numbers, chemical_symbols
 
 from ._validation import Labels, is_bulk
 from .descriptors import SOAP
-from .exceptions import InvalidParameterError, ModelFileError, UnknownSpeciesError
+from .exceptions import GapkitError, InvalidParameterError, ModelFileError, UnknownSpeciesError
 from .rows import NoiseModel
 
 __all__ = [
@@ -289,20 +289,32 @@ class FittedGAP:
                 or not all(_finite(v) for v in e0.values())):
             raise bad(f"'e0' must give a finite energy per species; got {e0!r}")
         zeta = state["zeta"]
-        if isinstance(zeta, bool) or not isinstance(zeta, int) or zeta < 1:
-            raise bad(f"'zeta' must be an integer >= 1; got {zeta!r}")
+        if isinstance(zeta, bool) or not isinstance(zeta, int) or not 1 <= zeta <= 64:
+            raise bad(f"'zeta' must be an integer between 1 and 64; got {zeta!r}")
         if state["variance"] not in ("dtc", "sor"):
             raise bad(f"'variance' must be 'dtc' or 'sor'; got {state['variance']!r}")
         for key in ("residual", "log_marginal_likelihood", "sum_log_sigma"):
             if not _finite(state[key]):
                 raise bad(f"{key!r} must be a finite number; got {state[key]!r}")
-        for key in ("std_scale", "jitter"):
-            if not _finite(state[key]) or state[key] < 0:
-                raise bad(f"{key!r} must be a finite number >= 0; got {state[key]!r}")
+        if not _finite(state["std_scale"]) or state["std_scale"] <= 0:
+            raise bad(f"'std_scale' must be a positive number; got {state['std_scale']!r}")
+        if not _finite(state["jitter"]) or not 0 <= state["jitter"] < 1:
+            raise bad(f"'jitter' must be a number in [0, 1); got {state['jitter']!r}")
+        for key in ("n_data",):
+            if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
+                raise bad(f"{key!r} must be an integer >= 0; got {state[key]!r}")
+        seed = state["random_state"]
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
+                                 or seed < 0):
+            raise bad(f"'random_state' must be an integer >= 0 or null; got {seed!r}")
         hyper = state["hyperparameters"]
+        sigmas = ("sigma_energy", "sigma_force", "sigma_virial")
         if (not isinstance(hyper, dict) or not isinstance(hyper.get("delta"), dict)
-                or set(hyper["delta"]) != set(species)):
-            raise bad("'hyperparameters' must hold 'delta' per species and the sigmas")
+                or set(hyper["delta"]) != set(species)
+                or not all(_finite(v) and v > 0 for v in hyper["delta"].values())
+                or not all(_finite(hyper.get(k)) and hyper[k] > 0 for k in sigmas)):
+            raise bad("'hyperparameters' must hold a positive 'delta' per species and the "
+                      f"three sigmas; got {hyper!r}")
         try:
             noise = NoiseModel(**state["noise"])
         except (TypeError, InvalidParameterError) as err:
@@ -321,13 +333,17 @@ class FittedGAP:
             raise bad(f"sparse features of shape {a['sparse_features'].shape} do not match "
                       f"{m} weights and the descriptor's {descriptor.n_features} features")
         z = a["sparse_numbers"]
-        if z.shape != (m,) or not set(z.tolist()) <= set(descriptor.species_numbers.tolist()):
+        if (z.shape != (m,) or not np.issubdtype(z.dtype, np.integer)
+                or not set(z.tolist()) <= set(descriptor.species_numbers.tolist())):
             raise bad("the sparse points' species do not match the descriptor")
         if np.any(np.diff(z) < 0):
             raise bad("the sparse points are not ordered by species")
         for name in MODEL_ARRAYS:
             if name != "sparse_numbers" and not np.all(np.isfinite(a[name])):
                 raise bad(f"array {name!r} holds NaN or infinite values")
+        if a["delta"].shape == (m,) and not np.array_equal(
+                a["delta"], delta_per_point(hyper["delta"], z)):
+            raise bad("array 'delta' does not match hyperparameters['delta']")
         try:
             return cls(
                 descriptor=descriptor, species=tuple(species), zeta=zeta, e0=e0,
@@ -350,16 +366,19 @@ def baseline_results(baseline, frames: Sequence[Atoms], *, forces: bool,
     """Energy, per-atom energies (when the calculator has them), forces and (bulk
     cells) stress of a baseline calculator for each structure."""
     out = []
-    for atoms in frames:
+    for k, atoms in enumerate(frames):
         a = atoms.copy()
         a.calc = baseline
-        res = {"energy": a.get_potential_energy()}
-        if "energies" in getattr(baseline, "implemented_properties", ()):
-            res["energies"] = a.get_potential_energies()
-        if forces:
-            res["forces"] = a.get_forces()
-        if stress and is_bulk(a):
-            res["stress"] = a.get_stress()
+        try:
+            res = {"energy": a.get_potential_energy()}
+            if "energies" in getattr(baseline, "implemented_properties", ()):
+                res["energies"] = a.get_potential_energies()
+            if forces:
+                res["forces"] = a.get_forces()
+            if stress and is_bulk(a):
+                res["stress"] = a.get_stress()
+        except GapkitError as err:  # say which structure the baseline failed on
+            raise type(err)(f"baseline of structure {k}: {err}") from err
         out.append(res)
     return out
 

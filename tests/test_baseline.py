@@ -10,7 +10,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from conftest import small_soap
 
 from gapkit import GAPRegressor, load
-from gapkit.cli import build_model
+from gapkit.config import build_model
 from gapkit.electrostatics import Ewald
 
 CHARGES = {"Na": 0.8, "Cl": -0.8}
@@ -70,9 +70,14 @@ def test_baseline_improves_a_short_cutoff_model(nacl_frames):
     a = test[0].copy()
     a.calc = Ewald(charges=CHARGES, accuracy=1e-8)
     coulomb = a.get_potential_energy()
-    without = based.set_params(baseline=None).predict([test[0]])[0]  # the GAP part alone
-    based.set_params(baseline=Ewald(charges=CHARGES, accuracy=1e-8))
-    assert based.predict([test[0]])[0] == pytest.approx(without + coulomb, abs=1e-9)
+    # the GAP part alone: the fitted model without its baseline
+    gap_only = based.fitted_.replace(baseline=None)
+    (without,) = gap_only.predict([test[0]], forces=False, stress=False)
+    assert based.predict([test[0]])[0] == pytest.approx(without["energy"] + coulomb, abs=1e-9)
+    # the baseline is part of the fitted model: set_params does not change a prediction
+    before = based.predict([test[0]])[0]
+    based.set_params(baseline=None)
+    assert based.predict([test[0]])[0] == before
 
 
 def test_baseline_forces_and_round_trip(nacl_frames, tmp_path):

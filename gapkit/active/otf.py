@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +15,12 @@ from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 from sklearn.base import clone
 
-from ..exceptions import InvalidParameterError
+from .._files import atomic_write, check_output_path
+from ..exceptions import InvalidParameterError, InvalidStructureError
 from .incremental import IncrementalGAP, most_uncertain_environments
 from .selection import label_structures
 
-__all__ = ["OnTheFlyLearner", "OnTheFlyResult"]
+__all__ = ["OnTheFlyLearner", "OnTheFlyResult", "read_run_data", "drop_partial_frame"]
 
 
 @dataclass
@@ -85,6 +86,16 @@ class OnTheFlyLearner:
     momenta to the 8 decimals of extended XYZ), so with deterministic
     dynamics (``VelocityVerlet``) a resumed run repeats the uninterrupted one.
 
+    The files are checked before any work and nothing of value in them is
+    ever lost. The only change a resume makes to the data file is to remove a
+    last frame cut short (the run was killed while appending it; a
+    :class:`RuntimeWarning` says so and that reference calculation is done
+    again). A data file damaged anywhere else, or one that is not the
+    extended-XYZ output of a run (a model file, another data set), is refused
+    and left byte for byte as it was (see :func:`read_run_data`); so is a
+    checkpoint file that is not a checkpoint. The checkpoint is replaced
+    atomically (:func:`gapkit._files.atomic_write`).
+
     Parameters
     ----------
     model : GAPRegressor
@@ -97,7 +108,8 @@ class OnTheFlyLearner:
         ``sigma_force`` (e.g. 2.0 means twice the expected label noise).
     relative : bool, default=False
     data_path : str or path-like, default="otf_data.xyz"
-        Every reference result is appended here.
+        Every reference result is appended here (extended XYZ). An existing
+        file is the data of an earlier run, which is resumed.
     checkpoint_path : str or path-like, default=None
         Where the MD state is saved (default: ``data_path`` with suffix
         ``.restart.xyz``).
@@ -165,17 +177,13 @@ class OnTheFlyLearner:
         return written
 
     def _checkpoint(self, atoms: Atoms, step: int) -> Atoms:
-        """Save the MD state atomically; returns it as a resume reads it."""
+        """Save the MD state atomically (mode from the umask); returns it as a resume
+        reads it."""
         state = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
                       momenta=atoms.get_momenta())
         state.info["otf_step"] = step
         text, written = self._as_written(state)
-        fd, tmp = tempfile.mkstemp(dir=self.checkpoint_path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.checkpoint_path)
+        atomic_write(self.checkpoint_path, lambda fh: fh.write(text.encode()), _OWNER)
         return written
 
     @staticmethod
@@ -184,23 +192,21 @@ class OnTheFlyLearner:
         atoms.set_positions(state.positions)
         atoms.set_momenta(state.get_momenta())
 
-    def _read_labelled(self) -> list[Atoms]:
-        """Labelled structures of the data file. A last frame cut short (the run was
-        killed while writing it) is removed from the file, with a warning: its
-        reference calculation is done again."""
-        if not self.data_path.exists() or self.data_path.stat().st_size == 0:
-            return []
-        raw = self.data_path.read_bytes()
-        complete = _complete_frames_length(raw)
-        if complete < len(raw):
-            warnings.warn(
-                f"OnTheFlyLearner: the last frame of {self.data_path} is incomplete (the run "
-                "was killed while writing it); it is removed and its reference calculation "
-                "will be repeated.", RuntimeWarning, stacklevel=3)
-            os.truncate(self.data_path, complete)
-        if complete == 0:
-            return []
-        return read(io.StringIO(raw[:complete].decode()), ":", format="extxyz")
+    def _check_files(self) -> tuple[list[Atoms], int, Atoms | None]:
+        """Check both files before any work: the labelled structures, the length of
+        their complete frames in the data file and the checkpoint (None if absent).
+        Nothing is changed on disk."""
+        check_output_path(self.data_path, _OWNER)
+        check_output_path(self.checkpoint_path, _OWNER)
+        if self.data_path.resolve() == self.checkpoint_path.resolve():
+            raise InvalidParameterError(
+                f"{_OWNER}: 'data_path' and 'checkpoint_path' are the same file "
+                f"{str(self.data_path)!r}; give the checkpoint another path.")
+        labelled, complete = read_run_data(self.data_path, _OWNER, key="otf_step")
+        checkpoint = None
+        if self.checkpoint_path.exists() and self.checkpoint_path.stat().st_size > 0:
+            checkpoint = _read_checkpoint(self.checkpoint_path)
+        return labelled, complete, checkpoint
 
     # -------------------------------------------------------------- model
     def _threshold(self, model) -> float:
@@ -253,14 +259,28 @@ class OnTheFlyLearner:
         dynamics : ASE MolecularDynamics class, default=VelocityVerlet
         **dynamics_kwargs
             Passed to ``dynamics`` (e.g. ``temperature_K``, ``friction``).
+
+        Returns
+        -------
+        OnTheFlyResult
+
+        Raises
+        ------
+        InvalidParameterError
+            A path cannot be written, ``data_path`` or ``checkpoint_path``
+            holds a file that is not the output of a run, or the data file
+            holds a run of another system. Raised before any reference call;
+            no file is changed.
+        InvalidStructureError
+            The data file of an earlier run is damaged (not just a last frame
+            cut short); the message names the file, the frame and the line.
+            No file is changed.
         """
-        labelled = self._read_labelled()
+        labelled, complete, checkpoint = self._check_files()
         step, calls = 0, 0
         atoms = atoms.copy()
         if labelled:  # resume: no reference call, the model is rebuilt from the data
-            candidates = [labelled[-1]]
-            if self.checkpoint_path.exists():
-                candidates.append(read(self.checkpoint_path))
+            candidates = [labelled[-1]] + ([checkpoint] if checkpoint is not None else [])
             latest = max(candidates, key=lambda a: a.info.get("otf_step", 0))
             step = int(latest.info.get("otf_step", 0))
             if not np.array_equal(latest.numbers, atoms.numbers):
@@ -268,6 +288,8 @@ class OnTheFlyLearner:
                     f"OnTheFlyLearner.run: {self.data_path} holds a run of a different system "
                     f"({latest.get_chemical_formula()}, not {atoms.get_chemical_formula()}); "
                     "give the structure it started from, or another data_path.")
+        drop_partial_frame(self.data_path, complete, _OWNER)
+        if labelled:
             # continue on the caller's atoms (masses, constraints, tags kept)
             atoms.set_cell(latest.cell)
             atoms.set_positions(latest.positions)
@@ -303,27 +325,219 @@ class OnTheFlyLearner:
         return OnTheFlyResult(step, calls, len(labelled), history, model)
 
 
-def _complete_frames_length(raw: bytes) -> int:
-    """Length in bytes of the complete extended-XYZ frames at the start of ``raw``
-    (a frame: a line with the atom count, a comment line, that many atom lines)."""
+_OWNER = "OnTheFlyLearner"
+_NEWLINE = b"\n"
+
+#: ``Properties=name:type:count:...`` of an extended-XYZ comment line.
+_PROPERTIES = re.compile(r"(?:^|\s)Properties=(\S+)", re.IGNORECASE)
+
+
+def _column_types(comment: str) -> list[str] | None:
+    """The type (S, R, I or L) of every column of the atom lines that the comment
+    line declares (extended XYZ without ``Properties`` has species and positions);
+    None when the declaration cannot be parsed (ASE then decides)."""
+    match = _PROPERTIES.search(comment)
+    if match is None:
+        return ["S", "R", "R", "R"]
+    parts = match.group(1).strip("\"'").split(":")
+    if len(parts) % 3:
+        return None
+    types = []
+    for kind, count in zip(parts[1::3], parts[2::3], strict=True):
+        if kind.upper() not in ("S", "R", "I", "L") or not count.isdigit():
+            return None
+        types += [kind.upper()] * int(count)
+    return types
+
+
+def _bad_atom_line(line: str, types: list[str]) -> str | None:
+    """What is wrong with an atom line (None if nothing is)."""
+    fields = line.split()
+    if len(fields) != len(types):
+        return f"expected {len(types)} columns, found {len(fields)}"
+    for value, kind in zip(fields, types, strict=True):
+        try:
+            if kind == "R":
+                float(value)
+            elif kind == "I":
+                int(value)
+        except ValueError:
+            return f"{value!r} is not {'a number' if kind == 'R' else 'an integer'}"
+    return None
+
+
+class _Damaged(Exception):
+    """A problem at a line of a data file (raised by :func:`_scan_frames`)."""
+
+    def __init__(self, frame: int, line: int, what: str):
+        super().__init__(what)
+        self.frame, self.line, self.what = frame, line, what
+
+
+def _scan_frames(raw: bytes, key: str) -> tuple[list[tuple[int, int, int]], int]:
+    """Split an extended-XYZ file into frames without changing it.
+
+    Returns the complete frames as ``(first byte, end byte, first line)`` (lines
+    counted from 1) and the length in bytes of the part that holds them. Only a
+    last frame cut short may follow that part: a frame with fewer lines than its
+    atom count asks for, or whose last line has no newline, at the end of the
+    file, every line of it that is complete well formed (and its comment line,
+    when complete, carrying ``key``). Anything else raises :class:`_Damaged`.
+    """
     lines = raw.splitlines(keepends=True)
-    offset = end = 0
-    i = 0
+    frames: list[tuple[int, int, int]] = []
+    offset = i = 0
     while i < len(lines):
-        head = lines[i].strip()
-        if not head:  # blank lines between frames
+        if not lines[i].strip():  # blank lines between frames
             offset += len(lines[i])
             i += 1
-            end = offset
             continue
+        k = len(frames) + 1
+        head = lines[i].decode("utf-8", errors="replace").strip()
         try:
             n_atoms = int(head)
         except ValueError:
-            break
+            raise _Damaged(k, i + 1, f"expected the number of atoms, got {head!r:.40}") from None
+        if n_atoms < 0:
+            raise _Damaged(k, i + 1, f"the number of atoms is negative ({n_atoms})")
         frame = lines[i : i + n_atoms + 2]
-        if len(frame) < n_atoms + 2 or not frame[-1].endswith(b"\n"):
-            break
-        offset += sum(len(line) for line in frame)
+        cut = len(frame) < n_atoms + 2 or not frame[-1].endswith(b"\n")
+        types = None
+        if len(frame) > 1 and frame[1].endswith(b"\n"):
+            comment = frame[1].decode("utf-8", errors="replace")
+            types = _column_types(comment)
+            if cut and f"{key}=" not in comment:
+                raise _Damaged(k, i + 2, f"the comment line of the last frame has no {key!r}")
+        for j, line in enumerate(frame[2:], start=i + 3):
+            if types is None or not line.endswith(b"\n"):
+                continue  # undeclared columns (ASE decides) or the cut end of the file
+            problem = _bad_atom_line(line.decode("utf-8", errors="replace"), types)
+            if problem:
+                raise _Damaged(k, j, f"atom line: {problem}")
+        if cut:
+            return frames, offset
+        size = sum(len(line) for line in frame)
+        frames.append((offset, offset + size, i + 1))
+        offset += size
         i += n_atoms + 2
-        end = offset
-    return end
+    return frames, offset
+
+
+def read_run_data(path, owner: str, *, key: str) -> tuple[list[Atoms], int]:
+    """Read back the labelled structures a learning run appended to ``path``.
+
+    Changes nothing on disk. The file must be extended XYZ as the run wrote
+    it: every frame readable by ASE, labelled with energy and forces, with
+    ``key`` in its info. Only the last frame may be cut short (the run was
+    killed while appending it); it is not returned, and
+    :func:`drop_partial_frame` removes it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The data file; a missing or empty one holds no structures.
+    owner : str
+        Prefix of the error messages.
+    key : str
+        Info key every frame of a run carries (``"otf_step"``, ``"pool_index"``).
+
+    Returns
+    -------
+    frames : list of ase.Atoms
+        The complete frames, in order.
+    complete : int
+        Length in bytes of the part of the file that holds them (the file's
+        size when no frame is cut short).
+
+    Raises
+    ------
+    InvalidParameterError
+        The file does not look like a data file of a previous run (its first
+        frame is not extended XYZ of a labelled structure with ``key``, or it
+        is not text): ``path`` names the wrong file.
+    InvalidStructureError
+        A frame after the first is damaged (unparsable line, frame ASE cannot
+        read, no labels, no ``key``), or the last frame is cut short in a way
+        a killed write cannot produce. The message gives the frame (counted
+        from 1) and the line (counted from 1).
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return [], 0
+    raw = path.read_bytes()
+
+    def refuse(frame: int, line: int, what: str) -> Exception:
+        if frame == 1:
+            return InvalidParameterError(
+                f"{owner}: {str(path)!r} does not look like an extended-XYZ data file of a "
+                f"previous run (line {line}: {what}); it is left untouched: give another path "
+                "(or move the file away) to start afresh.")
+        return InvalidStructureError(
+            f"{owner}: {str(path)!r} is damaged in frame {frame} (frames counted from 1), "
+            f"line {line}: {what}. Frames 1 to {frame - 1} are intact and nothing was "
+            "changed: repair or remove the damaged part to resume (or move the file away "
+            "to start afresh).")
+
+    try:
+        spans, complete = _scan_frames(raw, key)
+    except _Damaged as err:
+        raise refuse(err.frame, err.line, err.what) from None
+    frames = []
+    for k, (start, end, line) in enumerate(spans, start=1):
+        where = f"lines {line}-{line + raw[start:end].count(_NEWLINE) - 1}"
+        try:
+            atoms = read(io.StringIO(raw[start:end].decode("utf-8")), format="extxyz")
+        except Exception as err:  # noqa: BLE001 - any parser error: the frame is unreadable
+            raise refuse(k, line, f"ASE cannot read the frame ({where}): {err}") from err
+        results = atoms.calc.results if atoms.calc is not None else {}
+        missing = [name for name in ("energy", "forces") if name not in results]
+        if missing:
+            raise refuse(k, line, f"the frame ({where}) has no {' or '.join(missing)}")
+        if key not in atoms.info:
+            raise refuse(k, line + 1, f"the frame ({where}) has no {key!r} in its comment line")
+        frames.append(atoms)
+    return frames, complete
+
+
+def drop_partial_frame(path, complete: int, owner: str) -> None:
+    """Cut a last frame left half-written (a run killed while appending it) from ``path``.
+
+    ``complete`` is the length :func:`read_run_data` returned; nothing happens
+    when the file is no longer than that. Otherwise the file is truncated to
+    it, with a :class:`RuntimeWarning` (the structure of that frame is labelled
+    again).
+    """
+    path = Path(path)
+    if not path.exists() or path.stat().st_size <= complete:
+        return
+    warnings.warn(
+        f"{owner}: the last frame of {path} is incomplete (the run was killed while "
+        "writing it); it is removed and its reference calculation will be repeated.",
+        RuntimeWarning, stacklevel=3)
+    os.truncate(path, complete)
+
+
+def _read_checkpoint(path: Path) -> Atoms:
+    """The MD state of a checkpoint file, refused unless it is one."""
+    raw = path.read_bytes()
+    problem = None
+    try:
+        spans, complete = _scan_frames(raw, "otf_step")
+    except _Damaged as err:
+        spans, problem = [], f"line {err.line}: {err.what}"
+    if problem is None and (len(spans) != 1 or complete != len(raw)):
+        problem = f"{len(spans)} complete frames, not one"
+    if problem is None:
+        try:
+            state = read(io.StringIO(raw.decode("utf-8")), format="extxyz")
+        except Exception as err:  # noqa: BLE001 - any parser error: not a checkpoint
+            problem = f"ASE cannot read it: {err}"
+        else:
+            if "otf_step" not in state.info or "momenta" not in state.arrays:
+                problem = "no 'otf_step' or no momenta"
+    if problem is not None:
+        raise InvalidParameterError(
+            f"{_OWNER}: checkpoint {str(path)!r} does not look like the checkpoint of a "
+            f"previous run ({problem}); it is left as it is: move it away or give another "
+            "checkpoint_path.")
+    return state

@@ -10,6 +10,9 @@ eV/Å and eV/Å³ (ASE sign and Voigt order), using
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import math
 import numbers
 import warnings
@@ -25,16 +28,21 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ..backend import DEVICES, Backend, resolve_device, to_numpy
 from ..exceptions import InvalidParameterError, InvalidStructureError, NonNeutralWarning
 from ..units import COULOMB_CONSTANT, VOIGT_PAIRS
+from ._lattice import reduce_cell
 from .ewald import ewald_reciprocal
 from .pme import pme_reciprocal
 from .potentials import background_energy, self_energy
-from .realspace import pair_sum, real_space_sum
-from .tuning import PME_ERROR_TABLE, tune_ewald, tune_pme
+from .realspace import pair_sum, real_space_sum, wrap_positions
+from .tuning import MIN_ACCURACY, PME_ERROR_TABLE, _tune_ewald, _tune_pme
 
 __all__ = ["Ewald", "PME", "Coulomb", "calculator_from_dict"]
 
 #: Net charge (relative to Σ|q_i|, at least 1 e) above which a cell counts as charged.
 _NEUTRAL_TOLERANCE = 1e-8
+
+#: Keyword arguments of :class:`ase.calculators.calculator.Calculator` itself, which
+#: the constructors pass on (they are not calculator parameters and not in ``todict()``).
+_ASE_ARGUMENTS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
 
 
 def _is_positive_number(value):
@@ -42,8 +50,36 @@ def _is_positive_number(value):
             and math.isfinite(value) and value > 0)
 
 
-def _validate_parameters(owner, params):
-    """Check every constructor parameter; raise InvalidParameterError naming the first bad one."""
+@functools.cache
+def _parameter_names(cls) -> tuple[str, ...]:
+    """The parameters of calculator class ``cls``: the named arguments of its ``__init__``."""
+    signature = inspect.signature(cls.__init__)
+    return tuple(name for name, p in signature.parameters.items()
+                 if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+
+
+def _unknown_keys_message(owner, unknown, allowed, what):
+    """``owner: unknown parameter(s) 'x' (did you mean 'y'?); allowed: ...``."""
+    hints = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), allowed, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    plural = "s" if len(unknown) > 1 else ""
+    return (f"{owner}: unknown {what}{plural} {', '.join(hints)}; allowed: "
+            f"{', '.join(map(repr, allowed))}.")
+
+
+def _validate_parameters(owner, params, allowed=None, extra=()):
+    """Check every constructor parameter; raise InvalidParameterError naming the first bad one.
+
+    ``allowed`` (when given) lists the parameter names; any other key, except
+    those in ``extra``, is refused with the allowed names and a close match.
+    """
+    if allowed is not None:
+        unknown = [k for k in params if k not in allowed and k not in extra]
+        if unknown:
+            raise InvalidParameterError(
+                _unknown_keys_message(owner, unknown, list(allowed), "parameter"))
     charges = params.get("charges")
     if charges is not None:
         if isinstance(charges, dict):
@@ -62,10 +98,11 @@ def _validate_parameters(owner, params):
                     f"or a 1-D array of finite charges per atom; got {charges!r}.")
     if "accuracy" in params:
         acc = params["accuracy"]
-        if not (_is_positive_number(acc) and acc < 1.0):
+        if not (_is_positive_number(acc) and MIN_ACCURACY <= acc < 1.0):
             raise InvalidParameterError(
                 f"{owner}: 'accuracy' must be a number in (0, 1), the RMS force error relative "
-                f"to two unit charges 1 Å apart (1e-5 means 1.44e-4 eV/Å); got {acc!r}.")
+                f"to two unit charges 1 Å apart (1e-5 means 1.44e-4 eV/Å), and at least "
+                f"{MIN_ACCURACY:g} (what double precision resolves); got {acc!r}.")
     for name in ("alpha", "cutoff", "kcutoff"):
         value = params.get(name)
         if value is not None and not _is_positive_number(value):
@@ -82,7 +119,8 @@ def _validate_parameters(owner, params):
     mesh = params.get("mesh")
     if mesh is not None:
         ok = (np.ndim(mesh) == 1 and len(mesh) == 3
-              and all(isinstance(k, numbers.Integral) for k in mesh))
+              and all(isinstance(k, numbers.Integral) and not isinstance(k, bool)
+                      for k in mesh))
         order = params.get("order")
         order = 6 if order is None else order
         if not ok or min(int(k) for k in mesh) < int(order):
@@ -105,6 +143,14 @@ def _charges_array(owner, charges, atoms):
     """Charges per atom (copy) from None, a dict per symbol or an array per atom."""
     n = len(atoms)
     if charges is None:
+        if n and not atoms.has("initial_charges"):
+            symbols = sorted(set(atoms.get_chemical_symbols()))
+            example = "{" + ", ".join(f"{s!r}: q_{s}" for s in symbols) + "}"
+            raise InvalidParameterError(
+                f"{owner}: the structure has no charges: the calculator was built without "
+                "'charges' and the atoms carry no initial charges. Give them per species, "
+                f"{owner}(charges={example}) in e, or per atom with "
+                "atoms.set_initial_charges([...]) (explicit zeros mean no Coulomb energy).")
         q = np.array(atoms.get_initial_charges(), dtype=float)
     elif isinstance(charges, dict):
         symbols = atoms.get_chemical_symbols()
@@ -145,9 +191,13 @@ def _validate_structure(owner, atoms, periodic):
             f"{owner}: needs a cell periodic in all three directions (pbc all True); got "
             f"pbc={pbc}. Use Coulomb for molecules and other non-periodic systems.")
     cell = atoms.cell.array
+    if not np.all(np.isfinite(cell)):
+        raise InvalidStructureError(
+            f"{owner}: atoms.cell contains NaN or infinite values ({cell.tolist()}); give "
+            "three finite lattice vectors in Å.")
     volume = abs(float(np.linalg.det(cell)))
     scale = float(np.prod(np.linalg.norm(cell, axis=1)))
-    if not np.all(np.isfinite(cell)) or volume <= 1e-10 * max(scale, 1e-300) or volume == 0.0:
+    if volume <= 1e-10 * max(scale, 1e-300) or volume == 0.0:
         raise InvalidStructureError(
             f"{owner}: the cell has zero volume ({volume:.3g} Å³); an Ewald sum needs three "
             "linearly independent lattice vectors. Use Coulomb for molecules and other "
@@ -189,7 +239,8 @@ class _FixedChargeCalculator(Calculator):
     _periodic = True
 
     def __init__(self, **params):
-        _validate_parameters(type(self).__name__, params)
+        _validate_parameters(type(self).__name__, params, _parameter_names(type(self)),
+                             _ASE_ARGUMENTS)
         super().__init__(**params)
 
     def todict(self):
@@ -221,21 +272,41 @@ class _FixedChargeCalculator(Calculator):
         Raises
         ------
         InvalidStructureError
-            NaN or infinite positions, wrong periodicity, a zero-volume cell or
-            overlapping atoms.
+            NaN or infinite positions or cell, wrong periodicity, a zero-volume
+            cell or overlapping atoms.
+        InvalidParameterError
+            No ``charges`` given and the atoms carry no initial charges; a
+            parameter changed (``set``) to a bad value or an unknown name; or
+            parameters whose mesh, images or wave vectors would not fit in memory.
         CalculatorSetupError
             A species without a charge in the ``charges`` dict.
+
+        Notes
+        -----
+        All-zero charges (including charges so small that Σq² underflows) give
+        zero energy, forces and stress without tuning (``tuned_`` is None). A
+        periodic cell that is a skewed basis of its lattice is replaced by its
+        Minkowski-reduced basis (``cell_``) and the positions are wrapped into
+        it; the results, reported for the atoms as given, do not change.
         """
         owner = type(self).__name__
-        _validate_parameters(owner, dict(self.parameters))
+        _validate_parameters(owner, dict(self.parameters), _parameter_names(type(self)))
         super().calculate(atoms, properties, system_changes)
         atoms = self.atoms
         volume = _validate_structure(owner, atoms, self._periodic)
         charges = _charges_array(owner, self.parameters.get("charges"), atoms)
-        if self._periodic and len(atoms):
+        positions, cell = atoms.positions, None
+        if self._periodic:
+            cell, positions = self._reduced_lattice(atoms)
+        if not float(np.dot(charges, charges)) > 0.0:  # no charge: nothing to compute
+            self.tuned_ = None
+            self._store(np.zeros(len(atoms)), np.zeros((len(atoms), 3)),
+                        np.zeros(6) if self._periodic else None, volume)
+            return
+        if self._periodic:
             _warn_if_charged(owner, charges)
         backend = self._backend(owner)
-        energies, forces, virial = self._compute(atoms, charges, volume, backend)
+        energies, forces, virial = self._compute(positions, cell, charges, volume, backend)
         energies = COULOMB_CONSTANT * np.asarray(energies, dtype=float)
         forces = COULOMB_CONSTANT * np.asarray(forces, dtype=float)
         energy = float(energies.sum())
@@ -243,10 +314,36 @@ class _FixedChargeCalculator(Calculator):
             raise InvalidStructureError(
                 f"{owner}: the energy is not finite; two atoms probably sit on the same "
                 "position (or on periodic images of each other).")
+        self._store(energies, forces, virial, volume)
+
+    def _store(self, energies, forces, virial, volume):
+        """Fill ``self.results`` from per-atom energies and forces (eV) and the virial."""
+        energy = float(energies.sum())
         self.results = {"energy": energy, "free_energy": energy, "energies": energies,
                         "forces": forces}
         if virial is not None:
             self.results["stress"] = _voigt_stress(virial, volume)
+
+    def _reduced_lattice(self, atoms) -> tuple[np.ndarray, np.ndarray]:
+        """The cell the sums use and the positions to hand them; sets ``cell_``.
+
+        The Minkowski-reduced basis of ``atoms.cell`` (``atoms.cell`` itself unless
+        it is skewed), cached per cell; when it differs, the positions are wrapped
+        into it (same atoms, same order), otherwise they are ``atoms.positions``.
+        """
+        cell = atoms.cell.array
+        key = cell.tobytes()
+        cached = getattr(self, "_reduction", None)
+        if cached is None or cached[0] != key:
+            reduced, op = reduce_cell(cell)
+            cached = (key, np.array(reduced, dtype=float),
+                      not np.array_equal(op, np.eye(3, dtype=int)))
+            self._reduction = cached
+        _, reduced, changed = cached
+        self.cell_ = reduced.copy()
+        if not changed:
+            return reduced, atoms.positions
+        return reduced, wrap_positions(atoms.positions, reduced)[1]
 
     def _backend(self, owner: str) -> Backend:
         """The backend of the ``device`` parameter, resolved once per value; sets ``device_``."""
@@ -258,7 +355,8 @@ class _FixedChargeCalculator(Calculator):
         self.device_ = cached[1].device
         return cached[1]
 
-    def _compute(self, atoms, charges, volume, backend):  # pragma: no cover - abstract
+    def _compute(self, positions, cell, charges, volume,
+                 backend):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -286,10 +384,12 @@ class Ewald(_FixedChargeCalculator):
     ----------
     charges : dict or array-like of shape (n_atoms,), default=None
         Charges in e: per chemical symbol (``{"Na": 1.0, "Cl": -1.0}``), per
-        atom, or None to read ``atoms.get_initial_charges()``.
+        atom, or None to read ``atoms.get_initial_charges()`` (an error when the
+        atoms carry none). All-zero charges give zero energy, forces and stress.
     accuracy : float, default=1e-5
         Target RMS force error relative to the force between two unit charges
-        1 Å apart (1e-5 means 1.44e-4 eV/Å); see :mod:`gapkit.electrostatics.tuning`.
+        1 Å apart (1e-5 means 1.44e-4 eV/Å), at least 1e-15; see
+        :mod:`gapkit.electrostatics.tuning`.
     alpha : float, default=None
         Splitting parameter in Å⁻¹ (chosen from ``accuracy`` when None).
     cutoff : float, default=None
@@ -308,8 +408,14 @@ class Ewald(_FixedChargeCalculator):
 
     Attributes
     ----------
-    tuned_ : EwaldParameters
-        The parameters used in the last calculation.
+    tuned_ : EwaldParameters or None
+        The parameters used in the last calculation (None when all charges are
+        zero: nothing is computed).
+    cell_ : ndarray of shape (3, 3)
+        The lattice vectors the last calculation used: ``atoms.cell``, or its
+        Minkowski-reduced basis (:func:`~gapkit.electrostatics.reduce_cell`)
+        when ``atoms.cell`` is a skewed basis of the lattice. Energy, forces and
+        stress do not depend on this choice; the cost does.
     device_ : {"cpu", "cuda"}
         The device the last calculation ran on (``device`` resolved).
 
@@ -344,19 +450,15 @@ class Ewald(_FixedChargeCalculator):
         super().__init__(charges=charges, accuracy=accuracy, alpha=alpha, cutoff=cutoff,
                          kcutoff=kcutoff, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume, backend):
+    def _compute(self, positions, cell, charges, volume, backend):
         p = self.parameters
-        cell = atoms.cell.array
-        tuned = tune_ewald(cell, charges, p["accuracy"], alpha=p["alpha"], cutoff=p["cutoff"],
-                           kcutoff=p["kcutoff"])
+        tuned = _tune_ewald(type(self).__name__, cell, charges, p["accuracy"],
+                            alpha=p["alpha"], cutoff=p["cutoff"], kcutoff=p["kcutoff"])
         self.tuned_ = tuned
-        if len(atoms) == 0:
-            return np.zeros(0), np.zeros((0, 3)), np.zeros(6)
         # the reciprocal sum first: on a GPU it can run while the CPU does real space
-        positions, q = _to_backend(backend, atoms.positions, charges)
-        reciprocal = ewald_reciprocal(positions, cell, q, tuned.alpha, tuned.kcutoff)
-        e_r, f_r, v_r = real_space_sum(atoms.positions, cell, charges, tuned.alpha,
-                                       tuned.cutoff)
+        xpos, q = _to_backend(backend, positions, charges)
+        reciprocal = ewald_reciprocal(xpos, cell, q, tuned.alpha, tuned.kcutoff)
+        e_r, f_r, v_r = real_space_sum(positions, cell, charges, tuned.alpha, tuned.cutoff)
         e_k, f_k, v_k = _to_host(reciprocal)
         return _assemble(charges, volume, tuned.alpha, e_r + e_k, f_r + f_k, v_r + v_k)
 
@@ -371,10 +473,12 @@ class PME(_FixedChargeCalculator):
     ----------
     charges : dict or array-like of shape (n_atoms,), default=None
         Charges in e: per chemical symbol, per atom, or None to read
-        ``atoms.get_initial_charges()``.
+        ``atoms.get_initial_charges()`` (an error when the atoms carry none).
+        All-zero charges give zero energy, forces and stress.
     accuracy : float, default=1e-5
         Target RMS force error relative to the force between two unit charges
-        1 Å apart (1e-5 means 1.44e-4 eV/Å); see :mod:`gapkit.electrostatics.tuning`.
+        1 Å apart (1e-5 means 1.44e-4 eV/Å), at least 1e-15; see
+        :mod:`gapkit.electrostatics.tuning`.
     order : int, default=None
         Cardinal B-spline order p, 4 to 8. None lets the tuner pick the fastest
         order for ``accuracy`` (6 when alpha, cutoff or mesh is given).
@@ -383,7 +487,9 @@ class PME(_FixedChargeCalculator):
     cutoff : float, default=None
         Real-space cut-off in Å (chosen from ``accuracy`` when None).
     mesh : sequence of 3 int, default=None
-        Mesh points along the three lattice vectors (chosen when None).
+        Mesh points along the three lattice vectors (chosen when None): those of
+        ``atoms.cell``, or of its Minkowski-reduced basis when ``atoms.cell`` is
+        a skewed basis of its lattice (see ``cell_``).
     workers : int, default=None
         Threads for the FFTs on the CPU (None: all CPUs). The numba kernels use
         numba's thread count (``NUMBA_NUM_THREADS``).
@@ -403,8 +509,15 @@ class PME(_FixedChargeCalculator):
 
     Attributes
     ----------
-    tuned_ : PMEParameters
-        The parameters used in the last calculation.
+    tuned_ : PMEParameters or None
+        The parameters used in the last calculation (None when all charges are
+        zero: nothing is computed).
+    cell_ : ndarray of shape (3, 3)
+        The lattice vectors the last calculation used and ``tuned_.mesh`` is
+        laid along: ``atoms.cell``, or its Minkowski-reduced basis
+        (:func:`~gapkit.electrostatics.reduce_cell`) when ``atoms.cell`` is a
+        skewed basis of the lattice. Energy, forces and stress do not depend on
+        this choice; the mesh does.
     device_ : {"cpu", "cuda"}
         The device the last calculation ran on (``device`` resolved).
 
@@ -437,20 +550,16 @@ class PME(_FixedChargeCalculator):
         super().__init__(charges=charges, accuracy=accuracy, order=order, alpha=alpha,
                          cutoff=cutoff, mesh=mesh, workers=workers, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume, backend):
+    def _compute(self, positions, cell, charges, volume, backend):
         p = self.parameters
-        cell = atoms.cell.array
-        tuned = tune_pme(cell, charges, p["accuracy"], order=p["order"], alpha=p["alpha"],
-                         cutoff=p["cutoff"], mesh=p["mesh"])
+        tuned = _tune_pme(type(self).__name__, cell, charges, p["accuracy"], order=p["order"],
+                          alpha=p["alpha"], cutoff=p["cutoff"], mesh=p["mesh"])
         self.tuned_ = tuned
-        if len(atoms) == 0:
-            return np.zeros(0), np.zeros((0, 3)), np.zeros(6)
         # the mesh part first: on a GPU it can run while the CPU does real space
-        positions, q = _to_backend(backend, atoms.positions, charges)
-        reciprocal = pme_reciprocal(positions, cell, q, tuned.alpha, tuned.mesh, tuned.order,
+        xpos, q = _to_backend(backend, positions, charges)
+        reciprocal = pme_reciprocal(xpos, cell, q, tuned.alpha, tuned.mesh, tuned.order,
                                     workers=p["workers"])
-        e_r, f_r, v_r = real_space_sum(atoms.positions, cell, charges, tuned.alpha,
-                                       tuned.cutoff)
+        e_r, f_r, v_r = real_space_sum(positions, cell, charges, tuned.alpha, tuned.cutoff)
         e_k, f_k, v_k = _to_host(reciprocal)
         return _assemble(charges, volume, tuned.alpha, e_r + e_k, f_r + f_k, v_r + v_k)
 
@@ -471,7 +580,7 @@ class Coulomb(_FixedChargeCalculator):
     ----------
     charges : dict or array-like of shape (n_atoms,), default=None
         Charges in e: per chemical symbol, per atom, or None to read
-        ``atoms.get_initial_charges()``.
+        ``atoms.get_initial_charges()`` (an error when the atoms carry none).
     device : {"cpu", "cuda", "auto"}, default="cpu"
         Where the pair sum runs: ``"cpu"`` (numba), ``"cuda"`` (CuPy on an
         NVIDIA GPU, dense blocks of the pair matrix;
@@ -509,8 +618,8 @@ class Coulomb(_FixedChargeCalculator):
     def __init__(self, charges=None, *, device="cpu", **kwargs):
         super().__init__(charges=charges, device=device, **kwargs)
 
-    def _compute(self, atoms, charges, volume, backend):
-        energies, forces = _to_host(pair_sum(*_to_backend(backend, atoms.positions, charges)))
+    def _compute(self, positions, cell, charges, volume, backend):
+        energies, forces = _to_host(pair_sum(*_to_backend(backend, positions, charges)))
         return energies, forces, None
 
 
@@ -534,7 +643,9 @@ def calculator_from_dict(d):
     Raises
     ------
     InvalidParameterError
-        If ``d`` is not a dict or names no known class.
+        If ``d`` is not a dict, names no known class, has a key that is not a
+        parameter of that class (the message lists the allowed keys), or a
+        parameter with a bad value.
 
     Examples
     --------
@@ -545,11 +656,18 @@ def calculator_from_dict(d):
     >>> type(again).__name__, again.parameters["accuracy"]
     ('PME', 1e-06)
     """
-    if not isinstance(d, dict) or d.get("class") not in _CLASSES:
-        got = d.get("class") if isinstance(d, dict) else type(d).__name__
+    name = d.get("class") if isinstance(d, dict) else None
+    if not isinstance(name, str) or name not in _CLASSES:
+        got = name if isinstance(d, dict) else type(d).__name__
         raise InvalidParameterError(
             f"calculator_from_dict: 'class' must be one of {sorted(_CLASSES)}; got {got!r}.")
+    cls = _CLASSES[name]
+    allowed = _parameter_names(cls)
+    unknown = [k for k in d if k != "class" and k not in allowed]
+    if unknown:
+        raise InvalidParameterError(_unknown_keys_message(
+            f"calculator_from_dict ({name})", unknown, ["class", *allowed], "key"))
     params = {k: v for k, v in d.items() if k != "class"}
     if isinstance(params.get("mesh"), list):
-        params["mesh"] = tuple(int(k) for k in params["mesh"])
-    return _CLASSES[d["class"]](**params)
+        params["mesh"] = tuple(params["mesh"])
+    return cls(**params)

@@ -27,6 +27,7 @@ import math
 import numpy as np
 
 from ._arrays import array_namespace, device_of, host, to_device
+from ._lattice import reduce_cell
 
 __all__ = ["reciprocal_vectors", "ewald_reciprocal"]
 
@@ -43,7 +44,10 @@ def reciprocal_vectors(cell, kcutoff):
     Parameters
     ----------
     cell : ndarray of shape (3, 3)
-        Lattice vectors as rows in Å.
+        Lattice vectors as rows in Å. Any basis of the lattice: the integer box
+        ``|n_a| ≤ m_c |a_a|`` is laid out along a Minkowski-reduced basis
+        (:func:`gapkit.electrostatics.reduce_cell`), so a skewed basis does not
+        inflate it; the set of wave vectors does not depend on the basis.
     kcutoff : float
         Cut-off m_c on ``|m|`` in Å⁻¹ (reciprocal lattice without 2π).
 
@@ -52,7 +56,7 @@ def reciprocal_vectors(cell, kcutoff):
     ndarray of shape (n_vectors, 3)
         Cartesian wave vectors m in Å⁻¹, one of each ±m pair.
     """
-    cell = np.asarray(cell, dtype=float)
+    cell = reduce_cell(np.asarray(cell, dtype=float))[0]
     recip = np.linalg.inv(cell).T
     nmax = np.floor(kcutoff * np.linalg.norm(cell, axis=1)).astype(int)
     ranges = [np.arange(-k, k + 1) for k in nmax]

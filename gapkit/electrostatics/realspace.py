@@ -3,6 +3,11 @@
 The neighbour search bins atoms by their *fractional* coordinates, so it is
 exact for triclinic cells and for cells smaller than the cut-off (periodic
 images are enumerated explicitly; no minimum-image convention is assumed).
+It holds for any basis, but a very skewed one (long, nearly parallel vectors)
+has thin slabs between lattice planes and a stencil that grows with the skew,
+so :func:`real_space_sum` first replaces the cell by its Minkowski-reduced
+basis (:mod:`gapkit.electrostatics._lattice`); the pairs and images found are
+the same.
 
 Notes
 -----
@@ -37,6 +42,7 @@ from scipy.special import erfcx
 
 from .._fork_safe import fork_safe
 from ._arrays import array_namespace, device_of, host, is_numpy, to_device
+from ._lattice import reduce_cell
 
 __all__ = ["wrap_positions", "real_space_sum", "pair_sum"]
 
@@ -80,9 +86,11 @@ def _bin_atoms(frac, cell, cutoff):
     """Sort atoms into fractional bins; returns order, bins, bin starts, shape, ranges."""
     recip = np.linalg.inv(cell).T  # rows a*_a, without 2π
     spacing = 1.0 / np.linalg.norm(recip, axis=1)
-    nbins = np.maximum(1, np.floor(_SUBDIVISIONS * spacing / cutoff)).astype(np.int64)
-    # Cap the number of bins so that sparse systems do not allocate huge arrays.
-    while np.prod(nbins) > 8 * len(frac) + 64 and np.any(nbins > 1):
+    nbins = np.maximum(1, np.floor(np.minimum(_SUBDIVISIONS * spacing / cutoff, 2.0**40)))
+    nbins = nbins.astype(np.int64)
+    # Cap the number of bins so that sparse systems do not allocate huge arrays
+    # (the product in floating point: a tiny cut-off must not overflow int64).
+    while np.prod(nbins.astype(float)) > 8 * len(frac) + 64 and np.any(nbins > 1):
         nbins = np.maximum(1, nbins // 2)
     width = spacing / nbins
     srange = np.ceil(cutoff / width - 1e-12).astype(np.int64)
@@ -257,7 +265,10 @@ def real_space_sum(positions, cell, charges, alpha, cutoff):
     positions : ndarray of shape (n_atoms, 3)
         Cartesian positions in Å (need not be wrapped).
     cell : ndarray of shape (3, 3)
-        Lattice vectors as rows in Å; periodic in all three directions.
+        Lattice vectors as rows in Å; periodic in all three directions. Any
+        basis of the lattice: a skewed one is Minkowski-reduced first
+        (:func:`gapkit.electrostatics.reduce_cell`), which changes the bins,
+        not the result.
     charges : ndarray of shape (n_atoms,)
         Charges in e.
     alpha : float
@@ -275,7 +286,7 @@ def real_space_sum(positions, cell, charges, alpha, cutoff):
         Strain derivative ``∂E/∂ε_ab = ½ Σ' q_i q_j φ'(r) r_a r_b / r`` in e²/Å,
         Voigt order (xx, yy, zz, yz, xz, xy); the stress is ``virial / V``.
     """
-    cell = np.ascontiguousarray(cell, dtype=float)
+    cell = np.ascontiguousarray(reduce_cell(np.asarray(cell, dtype=float))[0])
     charges = np.asarray(charges, dtype=float)
     n = len(charges)
     if n == 0:

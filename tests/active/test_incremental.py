@@ -121,10 +121,12 @@ def test_failed_sparse_update_leaves_the_model_as_it_was(cuau_frames, unfitted, 
              ("coefficients_", "sparse_features_", "sparse_numbers_", "sparse_cholesky_")}
     forces = model.predict_forces(cuau_frames[10:11])[0]
 
-    def broken(backend):
+    def broken(*args, **kwargs):
         raise NumericalError("K_MM is not positive definite (simulated)")
 
-    monkeypatch.setattr(model, "_sparse_cholesky", broken)
+    from gapkit.active import incremental
+
+    monkeypatch.setattr(incremental, "sparse_cholesky", broken)
     new = model.descriptor_.features(cuau_frames[6])[:3]
     with pytest.raises(NumericalError):
         inc.add_sparse_points(new, cuau_frames[6].numbers[:3])

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+
 import numpy as np
 import pytest
 from ase import units
 from ase.build import bulk
 from ase.calculators.emt import EMT
-from ase.io import read
+from ase.io import read, write
 from conftest import small_soap
 
 from gapkit import GAPRegressor
-from gapkit.active import IncrementalGAP, OnTheFlyLearner
-from gapkit.exceptions import InvalidParameterError
+from gapkit.active import IncrementalGAP, OnTheFlyLearner, label_structures
+from gapkit.exceptions import InvalidParameterError, InvalidStructureError
 
 
 class CountingEMT(EMT):
@@ -45,13 +48,34 @@ def _model():
                         random_state=0)
 
 
-def test_reference_calls_are_written_before_use(tmp_path):
+def test_reference_calls_are_written_before_use(tmp_path, monkeypatch):
+    data = tmp_path / "d.xyz"
+    on_disk = []  # (frames in the file, the structures being learned) at every model change
+    original_init, original_add = IncrementalGAP.__init__, IncrementalGAP.add_structures
+
+    def init(self, model, frames, *args, **kwargs):
+        on_disk.append((read(data, ":"), list(frames)))
+        original_init(self, model, frames, *args, **kwargs)
+
+    def add(self, frames, y=None):
+        on_disk.append((read(data, ":"), list(frames)))
+        return original_add(self, frames, y)
+
+    monkeypatch.setattr(IncrementalGAP, "__init__", init)
+    monkeypatch.setattr(IncrementalGAP, "add_structures", add)
     ref = CountingEMT()
-    learner = OnTheFlyLearner(_model(), ref, threshold=0.05, data_path=tmp_path / "d.xyz")
+    learner = OnTheFlyLearner(_model(), ref, threshold=0.05, data_path=data)
     result = learner.run(_start(), 40, timestep=2 * units.fs)
     assert result.steps == 40
-    assert 2 <= result.reference_calls == result.n_labelled
-    frames = read(tmp_path / "d.xyz", ":")
+    assert 2 <= result.reference_calls == result.n_labelled == ref.calls
+    # one model change per reference call, and each time the structure it learns
+    # is already the last frame of the file (the frame count grows by one per call)
+    assert [len(frames) for frames, _ in on_disk] == list(range(1, ref.calls + 1))
+    for frames, learned in on_disk:
+        (new,) = learned
+        np.testing.assert_array_equal(frames[-1].positions, new.positions)
+        assert frames[-1].get_potential_energy() == new.get_potential_energy()
+    frames = read(data, ":")
     assert len(frames) == result.reference_calls
     for atoms in frames:  # real reference labels of exactly these structures
         expected = atoms.copy()
@@ -215,3 +239,146 @@ def test_resume_keeps_the_callers_masses(uninterrupted, tmp_path):
 def test_n_sparse_add_must_not_be_negative():
     with pytest.raises(InvalidParameterError, match="n_sparse_add"):
         OnTheFlyLearner(_model(), EMT(), n_sparse_add=-1)
+
+
+# ------------------------------------------------- files that must not be lost
+
+@pytest.fixture(scope="module")
+def twelve_frames():
+    """The text of a data file of 12 labelled structures, as a run writes them."""
+    frames = []
+    for k in range(12):
+        atoms = _start()
+        atoms.rattle(0.05, seed=k)
+        (labelled,) = label_structures([atoms], EMT())
+        labelled.info["otf_step"] = 3 * k
+        labelled.info["config_type"] = "otf"
+        frames.append(labelled)
+    return "".join(_as_text(a) for a in frames)
+
+
+def _frame_lines(text):
+    """Lines (with ends) and the number of lines per frame (all frames alike here)."""
+    lines = text.splitlines(keepends=True)
+    return lines, int(lines[0]) + 2
+
+
+def _damage(text, how):
+    """The text with frame 5 (from 1) damaged, and the line (from 1) that is damaged."""
+    lines, per = _frame_lines(text)
+    first = 4 * per  # index of frame 5's atom-count line
+    if how == "atom count":
+        lines[first] = "x16\n"
+        return "".join(lines), first + 1
+    if how == "number":
+        fields = lines[first + 5].split()
+        fields[2] = "1.2.3"
+        lines[first + 5] = " ".join(fields) + "\n"
+        return "".join(lines), first + 6
+    if how == "line lost":  # the frame takes the next one's count line as an atom line
+        del lines[first + 5]
+        return "".join(lines), first + per
+    if how == "comment line":
+        lines[first + 1] = lines[first + 1].replace("Lattice=", "Lattice=junk", 1)
+        return "".join(lines), first + 1
+    raise ValueError(how)
+
+
+@pytest.mark.parametrize("how", ["atom count", "number", "line lost", "comment line"])
+def test_resume_refuses_a_file_damaged_in_the_middle(twelve_frames, tmp_path, how):
+    """One bad line in frame 5 of 12 used to cut the file to 4 frames (or crash); the
+    file is now refused, byte for byte as it was, and no reference call is made."""
+    data = tmp_path / "d.xyz"
+    text, line = _damage(twelve_frames, how)
+    data.write_text(text)
+    before = data.read_bytes()
+    reference = CountingEMT()
+    where = rf"line {line}" if how != "comment line" else rf"line {line}\b"
+    with pytest.raises(InvalidStructureError,
+                       match=rf"{re.escape(repr(str(data)))} is damaged in frame 5 \(frames "
+                             rf"counted from 1\), {where}.*Frames 1 to 4 are intact"):
+        _learner(reference, data).run(_start(), 60, timestep=2 * units.fs)
+    assert data.read_bytes() == before
+    assert reference.calls == 0
+
+
+def test_a_frame_cut_short_is_dropped_only_at_the_end(twelve_frames, tmp_path):
+    """The killed-while-appending case still resumes: the half frame is cut, the
+    eleven complete ones are kept (and replayed, without a reference call)."""
+    data = tmp_path / "d.xyz"
+    lines, per = _frame_lines(twelve_frames)
+    whole = "".join(lines[: 11 * per])
+    cut = "".join(lines[11 * per :])
+    data.write_text(whole + cut[: len(cut) // 2])
+    reference = CountingEMT()
+    learner = OnTheFlyLearner(_model(), reference, threshold=10.0, data_path=data)
+    with pytest.warns(RuntimeWarning, match="the last frame of .* is incomplete"):
+        result = learner.run(_start(), 34, timestep=2 * units.fs)
+    assert reference.calls == result.reference_calls == 0
+    assert data.read_text() == whole and result.n_labelled == 11
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, cu_data):
+    path = tmp_path_factory.mktemp("model") / "cu.gap"
+    _model().fit(cu_data[0][:3]).save(path)
+    return path
+
+
+@pytest.mark.parametrize("content", ["model file", "training data", "text"])
+def test_data_path_that_is_not_a_run_is_not_overwritten(model_file, cu_data, tmp_path,
+                                                        content):
+    target = tmp_path / "data.gap"
+    if content == "model file":
+        target.write_bytes(model_file.read_bytes())
+    elif content == "training data":  # extended XYZ, but not written by a run
+        write(target, cu_data[0][:3], format="extxyz")
+    else:
+        target.write_text("my notes\n")
+    before = target.read_bytes()
+    reference = CountingEMT()
+    with pytest.raises(InvalidParameterError,
+                       match=rf"{re.escape(repr(str(target)))} does not look like an "
+                             r"extended-XYZ data file of a previous run"):
+        _learner(reference, target).run(_start(), 10, timestep=2 * units.fs)
+    assert target.read_bytes() == before
+    assert reference.calls == 0
+
+
+def test_checkpoint_path_that_is_not_a_checkpoint_is_not_overwritten(model_file, tmp_path):
+    checkpoint = tmp_path / "state.gap"
+    checkpoint.write_bytes(model_file.read_bytes())
+    reference = CountingEMT()
+    learner = _learner(reference, tmp_path / "d.xyz", checkpoint_path=checkpoint)
+    with pytest.raises(InvalidParameterError,
+                       match=rf"checkpoint {re.escape(repr(str(checkpoint)))} does not look "
+                             r"like the checkpoint of a previous run"):
+        learner.run(_start(), 10, timestep=2 * units.fs)
+    assert checkpoint.read_bytes() == model_file.read_bytes()
+    assert reference.calls == 0 and not (tmp_path / "d.xyz").exists()
+
+
+def test_paths_are_checked_before_the_first_reference_call(tmp_path):
+    reference = CountingEMT()
+    missing = tmp_path / "missing" / "d.xyz"
+    with pytest.raises(InvalidParameterError,
+                       match=rf"cannot write {re.escape(repr(str(missing)))}: directory"):
+        _learner(reference, missing).run(_start(), 10, timestep=2 * units.fs)
+    same = tmp_path / "d.xyz"
+    with pytest.raises(InvalidParameterError, match="are the same file"):
+        _learner(reference, same, checkpoint_path=same).run(_start(), 10)
+    assert reference.calls == 0
+
+
+def test_checkpoint_is_written_atomically_with_the_umask(tmp_path):
+    data = tmp_path / "d.xyz"
+    old = os.umask(0o022)
+    try:
+        OnTheFlyLearner(_model(), EMT(), threshold=10.0, data_path=data).run(
+            _start(), 2, timestep=2 * units.fs)
+    finally:
+        os.umask(old)
+    checkpoint = data.with_suffix(".restart.xyz")
+    assert oct(checkpoint.stat().st_mode & 0o777) == oct(0o644)
+    assert read(checkpoint).info["otf_step"] == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

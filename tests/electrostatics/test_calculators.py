@@ -271,3 +271,171 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(calculators, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 4 and result.failed == 0
+
+
+# ---------------------------------------------------------------- zero, tiny and missing charges
+
+
+@pytest.mark.parametrize("value", [0.0, 1e-300])
+@pytest.mark.parametrize("method", [Ewald, PME])
+def test_zero_charges_give_zero_energy_without_tuning(method, value):
+    """All-zero charges (or so small that Σq² underflows): zeros, no tuning, no error."""
+    atoms = nacl()
+    atoms.calc = method(charges={"Na": value, "Cl": -value})
+    assert atoms.get_potential_energy() == 0.0
+    np.testing.assert_array_equal(atoms.get_potential_energies(), np.zeros(len(atoms)))
+    np.testing.assert_array_equal(atoms.get_forces(), np.zeros((len(atoms), 3)))
+    np.testing.assert_array_equal(atoms.get_stress(), np.zeros(6))
+    assert atoms.calc.tuned_ is None
+
+
+def test_zero_charges_coulomb_and_explicit_zero_initial_charges():
+    pair = Atoms("NaCl", positions=[[0, 0, 0], [0, 0, 2.0]])
+    pair.calc = Coulomb(charges={"Na": 0, "Cl": 0})
+    assert pair.get_potential_energy() == 0.0
+    atoms = nacl()
+    atoms.set_initial_charges(np.zeros(len(atoms)))  # charges given, and all zero
+    atoms.calc = PME()
+    assert atoms.get_potential_energy() == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1e-3])
+@pytest.mark.parametrize("method", [Ewald, PME])
+def test_tiny_charges_work(method, scale):
+    """The accuracy is absolute (relative to unit charges): tiny charges meet it easily."""
+    accuracy = 1e-6
+    atoms = nacl()
+    atoms.calc = method(charges={"Na": scale, "Cl": -scale}, accuracy=accuracy)
+    energy = atoms.get_potential_energy()
+    forces = atoms.get_forces()
+    unit = nacl()
+    unit.calc = Ewald(charges=NACL, accuracy=1e-10)
+    tol = 2 * accuracy * COULOMB_CONSTANT
+    assert abs(energy - scale**2 * unit.get_potential_energy()) / len(atoms) < tol
+    assert np.sqrt(np.mean(np.sum((forces - scale**2 * unit.get_forces()) ** 2, axis=1))) < tol
+    assert np.all(np.isfinite(atoms.get_stress()))
+
+
+@pytest.mark.parametrize("method", [Ewald, PME])
+def test_no_charges_anywhere_is_a_clear_error(method):
+    atoms = nacl()
+    assert not atoms.has("initial_charges")
+    atoms.calc = method()
+    with pytest.raises(InvalidParameterError,
+                       match=rf"{method.__name__}: the structure has no charges.*"
+                             r"charges=\{'Cl': q_Cl, 'Na': q_Na\}.*set_initial_charges"):
+        atoms.get_potential_energy()
+
+
+def test_no_charges_coulomb():
+    mol = molecule("H2O")
+    mol.calc = Coulomb()
+    with pytest.raises(InvalidParameterError, match="Coulomb: the structure has no charges"):
+        mol.get_potential_energy()
+
+
+@pytest.mark.parametrize("method", [Ewald, PME])
+def test_baseline_without_charges_fails_clearly_in_fit(method):
+    from gapkit import SOAP, GAPRegressor
+    from gapkit.datasets import load_cu_emt
+
+    frames = [a for a in load_cu_emt()[0] if all(a.pbc)][:2]
+    model = GAPRegressor(SOAP(r_cut=3.0, n_max=2, l_max=1), baseline=method(), n_sparse=4)
+    with pytest.raises(InvalidParameterError,
+                       match=r"the structure has no charges.*charges=\{'Cu': q_Cu\}"):
+        model.fit(frames)
+
+
+# ---------------------------------------------------------------- unknown keys, round trips
+
+
+@pytest.mark.parametrize("method", [Ewald, PME, Coulomb])
+def test_unknown_parameters_are_rejected(method):
+    with pytest.raises(InvalidParameterError,
+                       match=rf"{method.__name__}: unknown parameter 'chrages' \(did you mean "
+                             r"'charges'\?\); allowed: 'charges', .*'device'"):
+        method(chrages=NACL)
+    method(charges=NACL, label="calc")  # ASE's own keyword arguments still pass
+
+
+def test_unknown_parameter_set_later_is_rejected_at_calculate():
+    atoms = nacl()
+    atoms.calc = PME(charges=NACL)
+    atoms.calc.set(acuracy=1e-7)
+    with pytest.raises(InvalidParameterError, match="PME: unknown parameter 'acuracy'"):
+        atoms.get_potential_energy()
+
+
+def test_calculator_from_dict_rejects_unknown_keys():
+    with pytest.raises(InvalidParameterError,
+                       match=r"calculator_from_dict \(Ewald\): unknown key 'acuracy' \(did you "
+                             r"mean 'accuracy'\?\); allowed: 'class', 'charges', 'accuracy', "
+                             r"'alpha', 'cutoff', 'kcutoff', 'device'\."):
+        calculator_from_dict({"class": "Ewald", "acuracy": 1e-6})
+    with pytest.raises(InvalidParameterError, match=r"unknown keys 'mesh', 'zzz'; allowed"):
+        calculator_from_dict({"class": "Coulomb", "mesh": [8, 8, 8], "zzz": 1})
+    with pytest.raises(InvalidParameterError, match="'class' must be one of"):
+        calculator_from_dict({"class": ["Ewald"]})
+    with pytest.raises(InvalidParameterError, match="PME: 'accuracy' must be a number"):
+        calculator_from_dict({"class": "PME", "accuracy": -1})
+
+
+@pytest.mark.parametrize(
+    "calc",
+    [
+        Ewald(),
+        PME(),
+        Coulomb(),
+        Ewald(charges=np.array([1.0, -1.0] * 4), accuracy=np.float64(1e-7), alpha=0.4,
+              cutoff=np.float64(9.0), kcutoff=0.9, device="auto"),
+        PME(charges={"Na": np.float64(1.0), "Cl": -1}, accuracy=1e-6, order=np.int64(7),
+            alpha=0.35, cutoff=9.0, mesh=np.array([20, 21, 22]), workers=2, device="cpu"),
+        Coulomb(charges=[0.5, -0.5], device="auto"),
+    ],
+)
+def test_every_calculator_round_trips_through_json(calc):
+    d = calc.todict()
+    text = json.dumps(d)
+    again = calculator_from_dict(json.loads(text))
+    assert type(again) is type(calc)
+    assert json.dumps(again.todict()) == text
+    assert set(again.parameters) == set(calc.parameters)
+
+
+# ---------------------------------------------------------------- absurd parameters
+
+
+@pytest.mark.parametrize("method", [Ewald, PME])
+@pytest.mark.parametrize("bad", [float("nan"), math.inf, 0.0, -1e-5, 1.0, 1e-300])
+def test_bad_accuracy_is_rejected(method, bad):
+    with pytest.raises(InvalidParameterError, match=rf"{method.__name__}: 'accuracy' must be"):
+        method(charges=NACL, accuracy=bad)
+
+
+@pytest.mark.parametrize("method", [Ewald, PME])
+def test_nan_cell(method):
+    atoms = nacl()
+    cell = atoms.cell.array.copy()
+    cell[0, 0] = np.nan
+    atoms.set_cell(cell, scale_atoms=False)
+    atoms.calc = method(charges=NACL)
+    with pytest.raises(InvalidStructureError, match="atoms.cell contains NaN or infinite"):
+        atoms.get_potential_energy()
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs", "message"),
+    [
+        (Ewald, {"cutoff": 1e5}, "real-space cut-off 1e\\+05 Å reaches .* periodic images"),
+        (PME, {"cutoff": 1e5}, "real-space cut-off 1e\\+05 Å reaches .* periodic images"),
+        (Ewald, {"alpha": 1e3}, "wave-vector cut-off .* integer wave vectors"),
+        (Ewald, {"kcutoff": 1e3}, "wave-vector cut-off 1000 Å⁻¹ spans"),
+        (PME, {"alpha": 1e3}, "alpha=1000 Å⁻¹ needs a mesh of .* points, more than"),
+        (PME, {"cutoff": 1e-3}, "needs a mesh of .* set 'mesh' yourself"),
+    ],
+)
+def test_absurd_cutoffs_are_clear_errors(method, kwargs, message):
+    atoms = nacl()
+    atoms.calc = method(charges=NACL, **kwargs)
+    with pytest.raises(InvalidParameterError, match=f"{method.__name__}: .*{message}"):
+        atoms.get_potential_energy()

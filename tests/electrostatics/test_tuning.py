@@ -15,7 +15,7 @@ from gapkit.electrostatics.tuning import (
     pme_kspace_error,
     real_space_error,
 )
-from gapkit.exceptions import InvalidParameterError
+from gapkit.exceptions import InvalidParameterError, InvalidStructureError
 from gapkit.units import COULOMB_CONSTANT
 
 
@@ -138,3 +138,44 @@ def test_pme_error_on_larger_disordered_system(accuracy):
     atoms.calc = PME(accuracy=accuracy)
     error = rms(atoms.get_forces(), f_ref)
     assert 0.05 * accuracy * COULOMB_CONSTANT < error < accuracy * COULOMB_CONSTANT
+
+
+def test_tuners_accept_numpy_scalars():
+    p = tune_pme(np.eye(3) * 10, np.array([1.0, -1.0]), np.float32(1e-5))
+    assert p.estimated_error <= 1e-5
+
+
+@pytest.mark.parametrize("tune", [tune_pme, tune_ewald])
+def test_tuners_validate_cell_and_charges(tune):
+    name = tune.__name__
+    with pytest.raises(InvalidStructureError, match=f"{name}: 'cell' must be a \\(3, 3\\) array"
+                                                    ".*NaN or infinite"):
+        tune(np.full((3, 3), np.nan), np.ones(2))
+    with pytest.raises(InvalidStructureError, match=f"{name}: 'cell' must be a \\(3, 3\\)"):
+        tune(np.eye(2), np.ones(2))
+    with pytest.raises(InvalidStructureError, match=f"{name}: the cell has zero volume"):
+        tune(np.array([[1.0, 0, 0], [0, 1, 0], [1, 1, 0]]), np.ones(2))
+    with pytest.raises(InvalidParameterError, match=f"{name}: 'charges' must be a 1-D array"):
+        tune(np.eye(3) * 10, np.array([1.0, np.nan]))
+    with pytest.raises(InvalidParameterError, match=f"{name}: the charges are all zero"):
+        tune(np.eye(3) * 10, np.zeros(2))
+    with pytest.raises(InvalidParameterError, match=f"{name}: 'alpha' must be None"):
+        tune(np.eye(3) * 10, np.ones(2), alpha=float("nan"))
+    with pytest.raises(InvalidParameterError, match=f"{name}: 'accuracy' must be .*at least "
+                                                    "1e-15"):
+        tune(np.eye(3) * 10, np.ones(2), 1e-300)
+
+
+def test_tune_pme_rejects_bad_mesh():
+    with pytest.raises(InvalidParameterError, match="tune_pme: 'mesh' must be None or three"):
+        tune_pme(np.eye(3) * 10, np.array([1.0, -1.0]), mesh=(8, 8))
+
+
+def test_tiny_charges_give_sane_parameters():
+    """When the bare prefactor already meets the target, α r_c stays ≥ 1 (no 1e-6 Å cut-off)."""
+    cell = np.eye(3) * 5.64
+    q = np.array([1e-8, -1e-8] * 4)
+    ewald = tune_ewald(cell, q, 1e-5)
+    assert ewald.alpha * ewald.cutoff >= 1.0 - 1e-12
+    pme = tune_pme(cell, q, 1e-5)
+    assert pme.cutoff >= 4.0 and max(pme.mesh) <= 16
