@@ -41,18 +41,31 @@ RANDOM_SIZES = (5, 10, 20, 40, 80)
 
 def make_model(n_jobs: int, seed: int) -> GAPRegressor:
     return GAPRegressor(
-        SOAP(r_cut=5.0, n_max=8, l_max=6, sigma=0.5), zeta=4, delta=1.0, n_sparse=200,
-        sparse_method="cur", sigma_energy=0.002, sigma_force=0.1, sigma_virial=0.1,
-        n_jobs=n_jobs, random_state=seed,
+        SOAP(r_cut=5.0, n_max=8, l_max=6, sigma=0.5),
+        zeta=4,
+        delta=1.0,
+        n_sparse=200,
+        sparse_method="cur",
+        sigma_energy=0.002,
+        sigma_force=0.1,
+        sigma_virial=0.1,
+        n_jobs=n_jobs,
+        random_state=seed,
     )
 
 
 def force_rmse(model, test, test_desc) -> float:
     err = []
     for atoms, desc in zip(test, test_desc, strict=True):
-        res = predict_structure(desc, model.sparse_features_, model.sparse_numbers_,
-                                model.coefficients_ * model.delta_**2, model.zeta,
-                                forces=True, virial=False)
+        res = predict_structure(
+            desc,
+            model.sparse_features_,
+            model.sparse_numbers_,
+            model.coefficients_ * model.delta_**2,
+            model.zeta,
+            forces=True,
+            virial=False,
+        )
         err.append((res["forces"] - atoms.get_forces()).ravel())
     return float(np.sqrt(np.mean(np.concatenate(err) ** 2)))
 
@@ -85,30 +98,42 @@ def main() -> None:
             sparse = (every[pick], np.full(len(pick), 14))
         random_curves[seed] = {}
         for n in RANDOM_SIZES:
-            model = make_model(args.n_jobs, seed).fit([pool[i] for i in order[:n]],
-                                                      sparse_points=sparse)
+            model = make_model(args.n_jobs, seed).fit(
+                [pool[i] for i in order[:n]], sparse_points=sparse
+            )
             random_curves[seed][n] = force_rmse(model, test, test_desc)
             print(f"seed {seed} random {n:3d}: {random_curves[seed][n]:.4f} eV/Å", flush=True)
         labelled = list(order[:5])
         active_curves[seed] = {}
         while True:
-            model = make_model(args.n_jobs, seed).fit([pool[i] for i in labelled],
-                                                      sparse_points=sparse)
+            model = make_model(args.n_jobs, seed).fit(
+                [pool[i] for i in labelled], sparse_points=sparse
+            )
             active_curves[seed][len(labelled)] = force_rmse(model, test, test_desc)
-            print(f"seed {seed} active {len(labelled):3d}: "
-                  f"{active_curves[seed][len(labelled)]:.4f} eV/Å", flush=True)
+            print(
+                f"seed {seed} active {len(labelled):3d}: "
+                f"{active_curves[seed][len(labelled)]:.4f} eV/Å",
+                flush=True,
+            )
             if len(labelled) >= args.max_labelled:
                 break
             rest = [i for i in range(len(pool)) if i not in set(labelled)]
-            pick = select_batch(model, [pool[i] for i in rest], args.batch,
-                                features=[pool_features[i] for i in rest])
+            pick = select_batch(
+                model,
+                [pool[i] for i in rest],
+                args.batch,
+                features=[pool_features[i] for i in rest],
+            )
             labelled += [rest[i] for i in pick]
 
-    print(f"\nForce RMSE (eV/Å) on the Si test set, 200 CUR sparse points from the "
-          f"{args.sparse_from} structures")
+    print(
+        f"\nForce RMSE (eV/Å) on the Si test set, 200 CUR sparse points from the "
+        f"{args.sparse_from} structures"
+    )
     sizes = sorted({n for c in active_curves.values() for n in c} | set(RANDOM_SIZES))
-    header = "".join(f"{'seed ' + str(s) + ' rnd':>13}{'seed ' + str(s) + ' AL':>12}"
-                     for s in args.seeds)
+    header = "".join(
+        f"{'seed ' + str(s) + ' rnd':>13}{'seed ' + str(s) + ' AL':>12}" for s in args.seeds
+    )
     print(f"{'labelled':>9}{header}")
     for n in sizes:
         cells = ""
@@ -122,8 +147,10 @@ def main() -> None:
         target = random_curves[s][80]
         reached = [n for n, v in sorted(active_curves[s].items()) if v <= target]
         need = reached[0] if reached else None
-        print(f"seed {s}: random with 80 -> {target:.4f} eV/Å; active learning reaches it with "
-              f"{need if need is not None else '> ' + str(max(active_curves[s]))} structures")
+        print(
+            f"seed {s}: random with 80 -> {target:.4f} eV/Å; active learning reaches it with "
+            f"{need if need is not None else '> ' + str(max(active_curves[s]))} structures"
+        )
 
 
 if __name__ == "__main__":

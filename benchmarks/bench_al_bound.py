@@ -60,16 +60,16 @@ class FixedSparseProblem:
         self.m = m
         z = np.full(m, 14)
         delta = np.full(m, model.delta)
-        self.l_factor = cholesky_with_jitter(kernels.kernel(q_sparse, q_sparse, model.zeta,
-                                                            model.delta), model.jitter)
+        self.l_factor = cholesky_with_jitter(
+            kernels.kernel(q_sparse, q_sparse, model.zeta, model.delta), model.jitter
+        )
 
         def whiten(rows):
             return scipy.linalg.solve_triangular(self.l_factor, rows.T, lower=True).T
 
         def rows_of(desc):
             r = design_rows(desc, q_sparse, z, delta, model.zeta)
-            return whiten(np.vstack([r["energy"][None], r["forces"].reshape(-1, m),
-                                     r["virial"]]))
+            return whiten(np.vstack([r["energy"][None], r["forces"].reshape(-1, m), r["virial"]]))
 
         self.n_atoms = np.array([len(a) for a in pool])
         self.energy = np.array([a.get_potential_energy() for a in pool])
@@ -79,17 +79,26 @@ class FixedSparseProblem:
             w = rows_of(desc)
             n = len(atoms)
             noise = model.fitted_.noise.sigmas(atoms)  # energy and virial times sqrt(n)
-            sigma = np.concatenate([[noise["energy"]], noise["force"].ravel(),
-                                    np.full(6, noise["virial"])])
-            y = np.concatenate([[atoms.get_potential_energy()], atoms.get_forces().ravel(),
-                                atoms.get_stress() * atoms.get_volume()])
+            sigma = np.concatenate(
+                [[noise["energy"]], noise["force"].ravel(), np.full(6, noise["virial"])]
+            )
+            y = np.concatenate(
+                [
+                    [atoms.get_potential_energy()],
+                    atoms.get_forces().ravel(),
+                    atoms.get_stress() * atoms.get_volume(),
+                ]
+            )
             ws = w / sigma[:, None]
             self.gram.append(ws.T @ ws)
             self.rhs.append(ws.T @ (y / sigma))  # e0 enters through energy_col
             self.energy_col.append(ws[0] * n / sigma[0])
             self.pool_force_rows.append(w[1:-6])
-            self.local_rows.append(whiten(local_energy_rows(
-                desc.features, atoms.numbers, q_sparse, z, delta, model.zeta)))
+            self.local_rows.append(
+                whiten(
+                    local_energy_rows(desc.features, atoms.numbers, q_sparse, z, delta, model.zeta)
+                )
+            )
         self.pool_forces = np.concatenate([a.get_forces().ravel() for a in pool])
         self.all_pool_rows = np.vstack(self.pool_force_rows)
         self.pool_gram = self.all_pool_rows.T @ self.all_pool_rows
@@ -108,12 +117,20 @@ class FixedSparseProblem:
         return scipy.linalg.cho_solve(scipy.linalg.cho_factor(p), rhs)
 
     def test_rmse(self, chosen, precision=None):
-        return float(np.sqrt(np.mean((self.test_rows @ self.weights(chosen, precision)
-                                      - self.test_forces) ** 2)))
+        return float(
+            np.sqrt(
+                np.mean((self.test_rows @ self.weights(chosen, precision) - self.test_forces) ** 2)
+            )
+        )
 
     def pool_rmse(self, chosen, precision=None):
-        return float(np.sqrt(np.mean((self.all_pool_rows @ self.weights(chosen, precision)
-                                      - self.pool_forces) ** 2)))
+        return float(
+            np.sqrt(
+                np.mean(
+                    (self.all_pool_rows @ self.weights(chosen, precision) - self.pool_forces) ** 2
+                )
+            )
+        )
 
     # Scores of candidate ``i`` (higher is better) given the chosen structures,
     # their posterior precision and its Cholesky factor.
@@ -128,8 +145,9 @@ class FixedSparseProblem:
 
     def pool_variance_reduction(self, chosen, i, precision, factor):
         # summed force variance of the pool after adding i: tr(H (P + G_i)^-1)
-        after = scipy.linalg.cho_solve(scipy.linalg.cho_factor(precision + self.gram[i]),
-                                       self.pool_gram)
+        after = scipy.linalg.cho_solve(
+            scipy.linalg.cho_factor(precision + self.gram[i]), self.pool_gram
+        )
         return -float(np.trace(after))
 
     def pool_oracle(self, chosen, i, precision, factor):
@@ -183,14 +201,15 @@ def main() -> None:
         order = [int(i) for i in np.random.default_rng(seed).permutation(len(pool))]
         start = order[:5]
 
-        check = make_model(1, seed).fit([pool[i] for i in order[:args.size]],
-                                        sparse_points=(every[pick], np.full(200, 14)))
-        fast = problem.test_rmse(order[:args.size])
+        check = make_model(1, seed).fit(
+            [pool[i] for i in order[: args.size]], sparse_points=(every[pick], np.full(200, 14))
+        )
+        fast = problem.test_rmse(order[: args.size])
         slow = force_rmse(check, test, test_desc)
         assert abs(fast - slow) < 1e-6 * slow, (fast, slow)
 
         al_80 = greedy(problem, start, 80, problem.local_energy_variance)
-        al = al_80[:args.size]  # greedy: the first choices do not depend on the length
+        al = al_80[: args.size]  # greedy: the first choices do not depend on the length
         curves.append([problem.test_rmse(al_80[:n]) for n in SIZES])
         al_forces = greedy(problem, start, args.size, problem.force_variance)
         v_optimal = greedy(problem, start, args.size, problem.pool_variance_reduction)
@@ -198,7 +217,7 @@ def main() -> None:
         by_test = greedy(problem, start, args.size, problem.test_oracle)
         row = {
             "seed": seed,
-            f"random {args.size}": problem.test_rmse(order[:args.size]),
+            f"random {args.size}": problem.test_rmse(order[: args.size]),
             f"AL {args.size}": problem.test_rmse(al),
             f"AL forces {args.size}": problem.test_rmse(al_forces),
             f"V-optimal {args.size}": problem.test_rmse(v_optimal),
@@ -206,15 +225,21 @@ def main() -> None:
             f"test oracle {args.size}": problem.test_rmse(by_test),
             "random 80": problem.test_rmse(order[:80]),
         }
-        row["AL needs"] = next((n for n, v in zip(SIZES, curves[-1], strict=True)
-                                if v <= row["random 80"]), np.nan)
+        row["AL needs"] = next(
+            (n for n, v in zip(SIZES, curves[-1], strict=True) if v <= row["random 80"]), np.nan
+        )
         rows.append(row)
-        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s (fast solver = GAPRegressor "
-              f"to {abs(fast - slow) / slow:.1e})", flush=True)
+        print(
+            f"seed {seed}: {time.perf_counter() - t0:.0f} s (fast solver = GAPRegressor "
+            f"to {abs(fast - slow) / slow:.1e})",
+            flush=True,
+        )
 
     keys = list(rows[0])[1:]
-    print("\nForce RMSE (eV/Å) on the Si test set, 200 CUR sparse points from the pool, "
-          "hyperparameters fixed")
+    print(
+        "\nForce RMSE (eV/Å) on the Si test set, 200 CUR sparse points from the pool, "
+        "hyperparameters fixed"
+    )
     print(f"{'seed':>6}" + "".join(f"{k:>17}" for k in keys))
     for row in rows:
         print(f"{row['seed']:>6}" + "".join(_cell(k, row[k]) for k in keys))
@@ -222,8 +247,10 @@ def main() -> None:
     mean_curve = np.mean(curves, axis=0)
     target = np.mean([r["random 80"] for r in rows])
     need = next((n for n, v in zip(SIZES, mean_curve, strict=True) if v <= target), None)
-    print(f"\n'AL needs': labelled structures the AL curve needs to reach random 80 "
-          f"(in steps of 5); on the mean curves: {need} ({target:.4f} eV/Å)")
+    print(
+        f"\n'AL needs': labelled structures the AL curve needs to reach random 80 "
+        f"(in steps of 5); on the mean curves: {need} ({target:.4f} eV/Å)"
+    )
 
 
 if __name__ == "__main__":

@@ -33,20 +33,38 @@ import time
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5, 11, 23],
-                        help="repetitions n of the 8-atom cubic NaCl cell (N = 8 n³)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[5, 11, 23],
+        help="repetitions n of the 8-atom cubic NaCl cell (N = 8 n³)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--accuracy", type=float, default=1e-5)
-    parser.add_argument("--extra-accuracies", type=float, nargs="*", default=[1e-6],
-                        help="further gapkit PME accuracies (to match the peers' errors)")
-    parser.add_argument("--ewald-max-atoms", type=int, default=11000,
-                        help="largest system timed with the direct Ewald sum")
+    parser.add_argument(
+        "--extra-accuracies",
+        type=float,
+        nargs="*",
+        default=[1e-6],
+        help="further gapkit PME accuracies (to match the peers' errors)",
+    )
+    parser.add_argument(
+        "--ewald-max-atoms",
+        type=int,
+        default=11000,
+        help="largest system timed with the direct Ewald sum",
+    )
     parser.add_argument("--no-peers", action="store_true", help="skip torch-pme and OpenMM")
     parser.add_argument("--openmm-tolerances", type=float, nargs="+", default=[1e-5, 1e-6])
     parser.add_argument("--torchpme-accuracies", type=float, nargs="+", default=[1e-5])
-    parser.add_argument("--torchpme-max-atoms", type=int, default=20000,
-                        help="largest system run with torch-pme (it is slow on CPU)")
+    parser.add_argument(
+        "--torchpme-max-atoms",
+        type=int,
+        default=20000,
+        help="largest system run with torch-pme (it is slow on CPU)",
+    )
     return parser.parse_args()
 
 
@@ -99,6 +117,7 @@ def gapkit_run(calc, atoms):
         calc.reset()
         calc.calculate(atoms, ["energy", "forces"])
         return calc.results["forces"].copy()
+
     return fn
 
 
@@ -140,12 +159,19 @@ def torchpme_runs(atoms, accuracies, threads, repeats):
             # (smallest) system, and its settings (absolute mesh spacing, smearing,
             # nodes) are reused for the larger systems of the same density
             t0 = time.perf_counter()
-            smearing, params, _ = tune_pme(charges, cell, positions, cutoff, idx, dist,
-                                           prefactor=torchpme.prefactors.eV_A, accuracy=acc)
+            smearing, params, _ = tune_pme(
+                charges,
+                cell,
+                positions,
+                cutoff,
+                idx,
+                dist,
+                prefactor=torchpme.prefactors.eV_A,
+                accuracy=acc,
+            )
             _TORCHPME_TUNED[acc] = (smearing, params, time.perf_counter() - t0, len(atoms))
         smearing, params, t_tune, n_tuned = _TORCHPME_TUNED[acc]
-        potential = torchpme.CoulombPotential(smearing=smearing,
-                                              prefactor=torchpme.prefactors.eV_A)
+        potential = torchpme.CoulombPotential(smearing=smearing, prefactor=torchpme.prefactors.eV_A)
         calc = torchpme.PMECalculator(potential, **params)
         calc.to(dtype=dtype)
 
@@ -158,10 +184,16 @@ def torchpme_runs(atoms, accuracies, threads, repeats):
             return -pos.grad.numpy().copy()
 
         seconds, forces = best_time(fn, repeats, slow=5.0)
-        rows.append((f"torch-pme {torchpme.__version__} acc={acc:g}", seconds, forces,
-                     f"rc={cutoff} smearing={smearing:.3f} {params} "
-                     f"(neighbour list {t_nl:.2f} s, tune_pme {t_tune:.0f} s on "
-                     f"N={n_tuned}; not timed)"))
+        rows.append(
+            (
+                f"torch-pme {torchpme.__version__} acc={acc:g}",
+                seconds,
+                forces,
+                f"rc={cutoff} smearing={smearing:.3f} {params} "
+                f"(neighbour list {t_nl:.2f} s, tune_pme {t_tune:.0f} s on "
+                f"N={n_tuned}; not timed)",
+            )
+        )
     return rows
 
 
@@ -195,13 +227,20 @@ def openmm_runs(atoms, tolerances, threads, repeats):
             context.setPositions(positions)
             state = context.getState(getEnergy=True, getForces=True)
             f = state.getForces(asNumpy=True).value_in_unit(
-                unit.kilojoule_per_mole / unit.nanometer)
+                unit.kilojoule_per_mole / unit.nanometer
+            )
             return np.asarray(f) * kj_per_mol_nm_to_ev_per_a
 
         seconds, forces = best_time(fn, repeats)
         alpha, nx, ny, nz = force.getPMEParametersInContext(context)
-        rows.append((f"OpenMM {openmm.__version__} CPU tol={tol:g}", seconds, forces,
-                     f"rc=10.0 alpha={alpha / 10:.3f}/Å mesh=({nx},{ny},{nz}) (float32)"))
+        rows.append(
+            (
+                f"OpenMM {openmm.__version__} CPU tol={tol:g}",
+                seconds,
+                forces,
+                f"rc=10.0 alpha={alpha / 10:.3f}/Å mesh=({nx},{ny},{nz}) (float32)",
+            )
+        )
     return rows
 
 
@@ -212,16 +251,20 @@ def main(args):
     import numba
     import scipy
 
-    print(f"# gapkit electrostatics benchmark: {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs visible, threads={args.threads} (numba "
-          f"{numba.get_num_threads()}), python {sys.version.split()[0]}, numpy "
-          f"{np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}")
+    print(
+        f"# gapkit electrostatics benchmark: {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs visible, threads={args.threads} (numba "
+        f"{numba.get_num_threads()}), python {sys.version.split()[0]}, numpy "
+        f"{np.__version__}, scipy {scipy.__version__}, numba {numba.__version__}"
+    )
     try:
         print(f"# load average at start: {os.getloadavg()}")
     except OSError:
         pass
-    print(f"# accuracy={args.accuracy:g} → target RMS force error "
-          f"{args.accuracy * COULOMB_CONSTANT:.2e} eV/Å; best of {args.repeats}")
+    print(
+        f"# accuracy={args.accuracy:g} → target RMS force error "
+        f"{args.accuracy * COULOMB_CONSTANT:.2e} eV/Å; best of {args.repeats}"
+    )
     header = f"{'N':>7}  {'method':<34} {'time (s)':>9}  {'RMS dF (eV/Å)':>13}  parameters"
     print(header)
     print("-" * len(header))
@@ -242,37 +285,59 @@ def main(args):
         seconds, forces = best_time(gapkit_run(calc, atoms), args.repeats)
         t = calc.tuned_
         pme_times.append((natoms, seconds))
-        rows.append((f"gapkit PME acc={args.accuracy:g}", seconds, forces,
-                     f"p={t.order} rc={t.cutoff:g} alpha={t.alpha:.3f} mesh={t.mesh}"))
+        rows.append(
+            (
+                f"gapkit PME acc={args.accuracy:g}",
+                seconds,
+                forces,
+                f"p={t.order} rc={t.cutoff:g} alpha={t.alpha:.3f} mesh={t.mesh}",
+            )
+        )
         for acc in args.extra_accuracies:
             calc = PME(charges=CHARGES, accuracy=acc)
             seconds, forces = best_time(gapkit_run(calc, atoms), args.repeats)
             t = calc.tuned_
-            rows.append((f"gapkit PME acc={acc:g}", seconds, forces,
-                         f"p={t.order} rc={t.cutoff:g} alpha={t.alpha:.3f} mesh={t.mesh}"))
+            rows.append(
+                (
+                    f"gapkit PME acc={acc:g}",
+                    seconds,
+                    forces,
+                    f"p={t.order} rc={t.cutoff:g} alpha={t.alpha:.3f} mesh={t.mesh}",
+                )
+            )
         if natoms <= args.ewald_max_atoms:
             calc = Ewald(charges=CHARGES, accuracy=args.accuracy)
-            seconds, forces = best_time(gapkit_run(calc, atoms), 1 if natoms > 5000 else
-                                        args.repeats)
+            seconds, forces = best_time(
+                gapkit_run(calc, atoms), 1 if natoms > 5000 else args.repeats
+            )
             t = calc.tuned_
-            rows.append((f"gapkit Ewald acc={args.accuracy:g}", seconds, forces,
-                         f"rc={t.cutoff:.2f} alpha={t.alpha:.3f} kcut={t.kcutoff:.3f}/Å"))
+            rows.append(
+                (
+                    f"gapkit Ewald acc={args.accuracy:g}",
+                    seconds,
+                    forces,
+                    f"rc={t.cutoff:.2f} alpha={t.alpha:.3f} kcut={t.kcutoff:.3f}/Å",
+                )
+            )
         if not args.no_peers:
             if natoms <= args.torchpme_max_atoms:
-                rows += torchpme_runs(atoms, args.torchpme_accuracies, args.threads,
-                                      args.repeats)
+                rows += torchpme_runs(atoms, args.torchpme_accuracies, args.threads, args.repeats)
             else:
                 print(f"{natoms:>7}  torch-pme skipped (N > --torchpme-max-atoms)")
             rows += openmm_runs(atoms, args.openmm_tolerances, args.threads, args.repeats)
         for name, seconds, forces, note in rows:
-            print(f"{natoms:>7}  {name:<34} {seconds:>9.3f}  {rms(forces, f_ref):>13.2e}  {note}",
-                  flush=True)
+            print(
+                f"{natoms:>7}  {name:<34} {seconds:>9.3f}  {rms(forces, f_ref):>13.2e}  {note}",
+                flush=True,
+            )
     if len(pme_times) >= 2:
         n_arr = np.log([n for n, _ in pme_times])
         t_arr = np.log([t for _, t in pme_times])
         slope = np.polyfit(n_arr, t_arr, 1)[0]
-        print(f"# gapkit PME time ∝ N^{slope:.2f} over N = {pme_times[0][0]} … "
-              f"{pme_times[-1][0]} (target ≤ 1.15)")
+        print(
+            f"# gapkit PME time ∝ N^{slope:.2f} over N = {pme_times[0][0]} … "
+            f"{pme_times[-1][0]} (target ≤ 1.15)"
+        )
     try:
         print(f"# load average at end: {os.getloadavg()}")
     except OSError:

@@ -57,8 +57,10 @@ def fit_dense(descs, energies, forces, q_sparse, backend: Backend) -> tuple[floa
     block, targets, n_rows = [], [], 0
     for desc, e, f in zip(descs, energies, forces, strict=True):
         rows = design_rows(desc, qs, z_sparse, delta, 4, virial=False)
-        block += [xp.reshape(rows["energy"], (1, m)) / 0.002,
-                  xp.reshape(rows["forces"], (-1, m)) / 0.1]
+        block += [
+            xp.reshape(rows["energy"], (1, m)) / 0.002,
+            xp.reshape(rows["forces"], (-1, m)) / 0.1,
+        ]
         targets += [np.array([e / 0.002]), f.ravel() / 0.1]
         n_rows += 1 + f.size
         if n_rows >= ROWS_PER_BLOCK:
@@ -89,8 +91,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--structures", type=int, default=1000)
     parser.add_argument("--n-sparse", type=int, default=2000)
-    parser.add_argument("--cells", type=int, nargs="+", default=[4096, 32768],
-                        help="Si cell sizes (atoms): 8 n^3 for a cubic n x n x n repeat")
+    parser.add_argument(
+        "--cells",
+        type=int,
+        nargs="+",
+        default=[4096, 32768],
+        help="Si cell sizes (atoms): 8 n^3 for a cubic n x n x n repeat",
+    )
     args = parser.parse_args()
 
     ok, why = cuda_available()
@@ -113,10 +120,14 @@ def main() -> None:
     for be in backends:
         times[be.device], alphas[be.device] = fit_dense(descs, energies, forces, q_sparse, be)
     del descs
-    diff = (np.linalg.norm(alphas["cuda"] - alphas["cpu"]) / np.linalg.norm(alphas["cpu"])
-            if ok else None)
-    table.append((f"rows + QR solve: Cu {args.structures} x 108 at, M={len(q_sparse)}",
-                  t_desc, times, diff))
+    diff = (
+        np.linalg.norm(alphas["cuda"] - alphas["cpu"]) / np.linalg.norm(alphas["cpu"])
+        if ok
+        else None
+    )
+    table.append(
+        (f"rows + QR solve: Cu {args.structures} x 108 at, M={len(q_sparse)}", t_desc, times, diff)
+    )
     print(table[-1], flush=True)
 
     # 2. energy + forces, Si cells
@@ -132,22 +143,31 @@ def main() -> None:
         atoms.rattle(0.05, seed=2)
         pairs = soap.neighbour_list(atoms)
         t0 = time.perf_counter()
-        chunks = [soap.features_and_derivatives(atoms, centres=c, neighbours=pairs)
-                  for c in np.array_split(np.arange(len(atoms)), -(-len(atoms) // CENTRE_CHUNK))]
+        chunks = [
+            soap.features_and_derivatives(atoms, centres=c, neighbours=pairs)
+            for c in np.array_split(np.arange(len(atoms)), -(-len(atoms) // CENTRE_CHUNK))
+        ]
         t_desc = time.perf_counter() - t0
         times, results = {}, {}
         for be in backends:
-            times[be.device], results[be.device] = predict_dense(chunks, len(atoms), q_sparse,
-                                                                 weights, be)
+            times[be.device], results[be.device] = predict_dense(
+                chunks, len(atoms), q_sparse, weights, be
+            )
         del chunks
-        diff = (np.abs(results["cuda"] - results["cpu"]).max() / np.abs(results["cpu"]).max()
-                if ok else None)
-        table.append((f"E+F predict: Si {len(atoms)} atoms, M={len(q_sparse)}", t_desc, times,
-                      diff))
+        diff = (
+            np.abs(results["cuda"] - results["cpu"]).max() / np.abs(results["cpu"]).max()
+            if ok
+            else None
+        )
+        table.append(
+            (f"E+F predict: Si {len(atoms)} atoms, M={len(q_sparse)}", t_desc, times, diff)
+        )
         print(table[-1], flush=True)
 
-    print(f"\n{'dense part':<46}{'descr. s':>9}{'CPU s':>9}{'GPU s':>9}{'speed-up':>9}"
-          f"{'rel. diff':>10}")
+    print(
+        f"\n{'dense part':<46}{'descr. s':>9}{'CPU s':>9}{'GPU s':>9}{'speed-up':>9}"
+        f"{'rel. diff':>10}"
+    )
     for name, t_desc, times, diff in table:
         cpu, gpu = times["cpu"], times.get("cuda")
         gpu_s = "n/a" if gpu is None else f"{gpu:.3f}"

@@ -38,14 +38,16 @@ import time
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000],
-                        help="numbers of charges")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[100_000, 1_000_000], help="numbers of charges"
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (numba, FFTs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--accuracy", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-total", action="store_true",
-                        help="time the mesh part only (skip the full calculator)")
+    parser.add_argument(
+        "--no-total", action="store_true", help="time the mesh part only (skip the full calculator)"
+    )
     return parser.parse_args()
 
 
@@ -105,8 +107,9 @@ def mesh_runner(atoms: Atoms, tuned, device: str):
             pos, q = positions, charges
         else:
             pos, q = backend.asarray(positions), backend.asarray(charges)
-        energies, forces, _ = pme_reciprocal(pos, cell, q, tuned.alpha, tuned.mesh,
-                                             tuned.order, compute_virial=False)
+        energies, forces, _ = pme_reciprocal(
+            pos, cell, q, tuned.alpha, tuned.mesh, tuned.order, compute_virial=False
+        )
         return to_numpy(energies), to_numpy(forces)
 
     return run
@@ -114,8 +117,9 @@ def mesh_runner(atoms: Atoms, tuned, device: str):
 
 def total_runner(atoms: Atoms, tuned, device: str):
     """A callable computing the PME calculator's energy, forces and stress on ``device``."""
-    calc = PME(alpha=tuned.alpha, cutoff=tuned.cutoff, mesh=tuned.mesh, order=tuned.order,
-               device=device)
+    calc = PME(
+        alpha=tuned.alpha, cutoff=tuned.cutoff, mesh=tuned.mesh, order=tuned.order, device=device
+    )
     atoms = atoms.copy()
     atoms.calc = calc
 
@@ -130,19 +134,25 @@ def main() -> int:
     args = ARGS
     gpu_ok, gpu_why = cuda_available()
     gpu_cell = None if gpu_ok else f"GPU: not available ({gpu_why})"
-    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} CPU threads, "
-          f"Python {sys.version.split()[0]}, NumPy {np.__version__}; "
-          f"GPU: {gpu_why if gpu_ok else 'none'}")
-    print(f"# load average at start: {os.getloadavg()[0]:.2f}; accuracy {args.accuracy:g}; "
-          f"best of {args.repeats} after a warm-up")
-    header = f"{'N':>9}  {'part':5}  {'parameters':28}  {'CPU (s)':>8}  {'GPU (s)':>8}  " \
-             f"{'speed-up':>8}  {'max rel diff':>12}"
+    print(
+        f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.threads} CPU threads, "
+        f"Python {sys.version.split()[0]}, NumPy {np.__version__}; "
+        f"GPU: {gpu_why if gpu_ok else 'none'}"
+    )
+    print(
+        f"# load average at start: {os.getloadavg()[0]:.2f}; accuracy {args.accuracy:g}; "
+        f"best of {args.repeats} after a warm-up"
+    )
+    header = (
+        f"{'N':>9}  {'part':5}  {'parameters':28}  {'CPU (s)':>8}  {'GPU (s)':>8}  "
+        f"{'speed-up':>8}  {'max rel diff':>12}"
+    )
     print(header)
     print("-" * len(header))
     for n in args.sizes:
         atoms = random_charges(n, args.seed)
         tuned = tune_pme(atoms.cell.array, atoms.get_initial_charges(), args.accuracy)
-        params = (f"p={tuned.order} rc={tuned.cutoff:.2f} K={'x'.join(map(str, tuned.mesh))}")
+        params = f"p={tuned.order} rc={tuned.cutoff:.2f} K={'x'.join(map(str, tuned.mesh))}"
         parts = [("mesh", mesh_runner)]
         if not args.no_total:
             parts.append(("total", total_runner))
@@ -151,8 +161,11 @@ def main() -> int:
             if gpu_ok:
                 t_gpu, got = best_time(runner(atoms, tuned, "cuda"), args.repeats)
                 diff = max(rel_diff(g, r) for g, r in zip(got, ref, strict=True))
-                print(f"{n:>9}  {part:5}  {params:28}  {t_cpu:8.3f}  {t_gpu:8.3f}  "
-                      f"{t_cpu / t_gpu:8.1f}  {diff:12.2e}", flush=True)
+                print(
+                    f"{n:>9}  {part:5}  {params:28}  {t_cpu:8.3f}  {t_gpu:8.3f}  "
+                    f"{t_cpu / t_gpu:8.1f}  {diff:12.2e}",
+                    flush=True,
+                )
             else:
                 print(f"{n:>9}  {part:5}  {params:28}  {t_cpu:8.3f}  {gpu_cell}", flush=True)
     return 0

@@ -29,8 +29,15 @@ def fit_model(data: Path, tolerance: float, n_jobs: int):
     train = read(data / "si_gfn1_train.xyz", ":")
     model = GAPRegressor(
         SOAP(r_cut=5.0, n_max=8, l_max=6, sigma=0.5, cutoff_tolerance=tolerance),
-        zeta=4, delta=1.0, n_sparse=500, sparse_method="cur", sigma_energy=0.002,
-        sigma_force=0.1, sigma_virial=0.1, n_jobs=n_jobs, random_state=0,
+        zeta=4,
+        delta=1.0,
+        n_sparse=500,
+        sparse_method="cur",
+        sigma_energy=0.002,
+        sigma_force=0.1,
+        sigma_virial=0.1,
+        n_jobs=n_jobs,
+        random_state=0,
     )
     return model.fit(train)
 
@@ -75,8 +82,10 @@ def main() -> None:
     t_ps = np.arange(len(e)) * 1e-3
     slope, intercept = np.polyfit(t_ps, e, 1)
     spread = float(np.std(e - (slope * t_ps + intercept)))
-    print(f"\nNVE, Si 64 atoms, start 1000 K, 1 fs, {args.ps:g} ps, cutoff_tolerance {tol:g}, "
-          f"neighbour cutoff {model.descriptor_.neighbour_cutoff:.2f} Å")
+    print(
+        f"\nNVE, Si 64 atoms, start 1000 K, 1 fs, {args.ps:g} ps, cutoff_tolerance {tol:g}, "
+        f"neighbour cutoff {model.descriptor_.neighbour_cutoff:.2f} Å"
+    )
     print(f"{'drift meV/atom/ps':>18}{'spread meV/atom':>17}{'mean T K':>10}{'ms/step':>9}")
     print(f"{slope:>18.5f}{spread:>17.4f}{np.mean(temps):>10.0f}{wall / n_steps * 1e3:>9.1f}")
 

@@ -84,14 +84,16 @@ def row(labelled, new, template, repeats: int) -> str:
     model = base.model
     m = len(model.sparse_numbers_)
     t_pick, (q_new, z_new) = best_time(
-        lambda: most_uncertain_environments(model, new, N_SPARSE_ADD), 1)
+        lambda: most_uncertain_environments(model, new, N_SPARSE_ADD), 1
+    )
     q_all = np.vstack([model.sparse_features_, q_new])
     z_all = np.concatenate([model.sparse_numbers_, z_new])
     fixed = clone(model).set_params(e0=dict(model.e0_))  # e0 as the incremental model's
 
     # one OTF update: a structure and 10 sparse points
     t_refit, refitted = best_time(
-        lambda: clone(fixed).fit(labelled + [new], sparse_points=(q_all, z_all)), repeats)
+        lambda: clone(fixed).fit(labelled + [new], sparse_points=(q_all, z_all)), repeats
+    )
     t_inc, inc = best_time_on_copy(base, lambda inc: update(inc, q_new, z_new, new), repeats)
     ref = refitted.coefficients_
     diff = np.abs(inc.model.coefficients_ - ref).max() / np.abs(ref).max()
@@ -103,30 +105,46 @@ def row(labelled, new, template, repeats: int) -> str:
     t_partial, _ = best_time_on_copy(model, lambda m: m.partial_fit([new]), repeats)
     t_inc_data, _ = best_time_on_copy(base, lambda inc: inc.add_structures([new]), repeats)
     t_refit_data, _ = best_time(
-        lambda: clone(fixed).fit(labelled + [new],
-                                 sparse_points=(model.sparse_features_, model.sparse_numbers_)),
-        repeats)
-    return (f"{len(labelled):>4} {m:>5} {t_pick:>6.2f}s {t_refit:>7.2f}s {t_inc:>11.2f}s "
-            f"{t_refit / t_inc:>8.1f}x {t_partial:>11.2f}s {t_inc_data:>10.2f}s "
-            f"{t_refit_data:>10.2f}s {base.cache_nbytes / 2**20:>6.0f} MiB {diff:>8.1e} "
-            f"{f_diff:>8.1e}")
+        lambda: clone(fixed).fit(
+            labelled + [new], sparse_points=(model.sparse_features_, model.sparse_numbers_)
+        ),
+        repeats,
+    )
+    return (
+        f"{len(labelled):>4} {m:>5} {t_pick:>6.2f}s {t_refit:>7.2f}s {t_inc:>11.2f}s "
+        f"{t_refit / t_inc:>8.1f}x {t_partial:>11.2f}s {t_inc_data:>10.2f}s "
+        f"{t_refit_data:>10.2f}s {base.cache_nbytes / 2**20:>6.0f} MiB {diff:>8.1e} "
+        f"{f_diff:>8.1e}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10, 25, 50],
-                        help="numbers of labelled structures N")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10, 25, 50],
+        help="numbers of labelled structures N",
+    )
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--n-sparse", type=int, default=300)
     args = parser.parse_args()
 
     frames = make_cu_emt(max(args.sizes) + 1, repeat=(2, 2, 2), seed=11)
-    template = GAPRegressor(SOAP(r_cut=4.0, n_max=6, l_max=4, sigma=0.5),
-                            n_sparse=args.n_sparse, sigma_energy=0.001, sigma_force=0.02,
-                            sigma_virial=0.02, random_state=0)
-    header = (f"{'N':>4} {'M':>5} {'pick':>7} {'refit':>8} {'incremental':>12} {'speed-up':>9}"
-              f" {'partial_fit':>12} {'incr. data':>11} {'refit data':>11} {'cache':>9}"
-              f" {'diff':>8} {'F diff':>8}")
+    template = GAPRegressor(
+        SOAP(r_cut=4.0, n_max=6, l_max=4, sigma=0.5),
+        n_sparse=args.n_sparse,
+        sigma_energy=0.001,
+        sigma_force=0.02,
+        sigma_virial=0.02,
+        random_state=0,
+    )
+    header = (
+        f"{'N':>4} {'M':>5} {'pick':>7} {'refit':>8} {'incremental':>12} {'speed-up':>9}"
+        f" {'partial_fit':>12} {'incr. data':>11} {'refit data':>11} {'cache':>9}"
+        f" {'diff':>8} {'F diff':>8}"
+    )
     print(header)
     print("-" * len(header))
     for n in args.sizes:

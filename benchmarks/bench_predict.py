@@ -49,10 +49,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, required=True, help="gapkit model file")
     parser.add_argument("--quip-xml", type=Path, help="QUIP GAP potential (gap_fit output)")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8],
-                        help="cubic repetitions of the 8-atom cell")
-    parser.add_argument("--n-jobs", type=int, default=1,
-                        help="processes the centres of one structure are spread over")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[2, 4, 8],
+        help="cubic repetitions of the 8-atom cell",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=1,
+        help="processes the centres of one structure are spread over",
+    )
     args = parser.parse_args()
 
     from gapkit import load
@@ -73,8 +82,10 @@ def main() -> None:
         t = time_calc(atoms, model.calculator(), repeats)
         tq = time_calc(atoms, quip, repeats) if quip is not None else float("nan")
         rows.append((len(atoms), t, tq))
-    print(f"\nSi, r_cut 5, n_max 8, l_max 6, {len(model.coefficients_)} sparse points, "
-          f"neighbour cutoff {model.descriptor_.neighbour_cutoff:.2f} Å, n_jobs={args.n_jobs}")
+    print(
+        f"\nSi, r_cut 5, n_max 8, l_max 6, {len(model.coefficients_)} sparse points, "
+        f"neighbour cutoff {model.descriptor_.neighbour_cutoff:.2f} Å, n_jobs={args.n_jobs}"
+    )
     print(f"{'atoms':>7}{'gapkit s/step':>15}{'gapkit ms/atom':>16}{'quip ms/atom':>14}")
     for n, t, tq in rows:
         print(f"{n:>7}{t:>15.3f}{t / n * 1e3:>16.3f}{tq / n * 1e3:>14.3f}")

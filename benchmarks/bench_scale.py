@@ -73,8 +73,17 @@ import numpy as np
 from bench_predict import time_calc  # the script's folder is on sys.path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gapkit" / "bench_scale"
-SETTINGS = dict(r_cut=4.5, n_max=8, l_max=6, sigma=0.5, zeta=4, delta=1.0,
-                sigma_energy=0.002, sigma_force=0.1, sigma_virial=0.1)
+SETTINGS = dict(
+    r_cut=4.5,
+    n_max=8,
+    l_max=6,
+    sigma=0.5,
+    zeta=4,
+    delta=1.0,
+    sigma_energy=0.002,
+    sigma_force=0.1,
+    sigma_virial=0.1,
+)
 #: Structures per cached chunk of the data set (10 cycles of 3 kinds x 5 snapshots).
 CHUNK = 150
 #: gap_fit dryrun=T on the 300-structure set, M = 2000: descriptors + derivatives,
@@ -93,7 +102,7 @@ def _make_chunk(seed: int) -> list:
     slab = make_cu_emt(50, kinds=("surface",), repeat=(6, 3, 3), seed=2 * seed + 1)
     frames = []
     for run in range(10):  # bulk run, vacancy run, slab run; same temperature per cycle
-        frames += bulk[10 * run:10 * run + 10] + slab[5 * run:5 * run + 5]
+        frames += bulk[10 * run : 10 * run + 10] + slab[5 * run : 5 * run + 5]
     return frames
 
 
@@ -118,16 +127,21 @@ def prepare_data(data_dir: Path, n_max: int, seed: int, jobs: int = 1) -> None:
     from concurrent.futures import ProcessPoolExecutor
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    todo = [k for k in range(math.ceil(n_max / CHUNK))
-            if not chunk_path(data_dir, seed, k).exists()]
+    todo = [
+        k for k in range(math.ceil(n_max / CHUNK)) if not chunk_path(data_dir, seed, k).exists()
+    ]
     if not todo:
         return
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        runs = {k: pool.submit(_write_chunk, chunk_path(data_dir, seed, k), 1000 * seed + k)
-                for k in todo}
+        runs = {
+            k: pool.submit(_write_chunk, chunk_path(data_dir, seed, k), 1000 * seed + k)
+            for k in todo
+        }
         for k, run in runs.items():
-            print(f"  data: wrote {chunk_path(data_dir, seed, k).name} "
-                  f"({run.result():.0f} s)", flush=True)
+            print(
+                f"  data: wrote {chunk_path(data_dir, seed, k).name} ({run.result():.0f} s)",
+                flush=True,
+            )
 
 
 def load_set(data_dir: Path, n: int, seed: int) -> list:
@@ -201,8 +215,9 @@ def _session_rss_gb(session: int) -> float:
     return total / GB
 
 
-def run_child(cmd: list[str], log: Path, limit_gb: float | None = None,
-              env: dict | None = None) -> dict:
+def run_child(
+    cmd: list[str], log: Path, limit_gb: float | None = None, env: dict | None = None
+) -> dict:
     """Run ``cmd`` in a new session, sampling the session's memory.
 
     Returns
@@ -214,8 +229,14 @@ def run_child(cmd: list[str], log: Path, limit_gb: float | None = None,
     state = {"total_gb": 0.0, "killed": False}
     t0 = time.perf_counter()
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True, env=env or os.environ.copy())
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+            env=env or os.environ.copy(),
+        )
 
         def sample():
             while proc.poll() is None:
@@ -233,8 +254,13 @@ def run_child(cmd: list[str], log: Path, limit_gb: float | None = None,
         finally:
             _kill_session(proc.pid)  # stray workers, if any
             watcher.join()
-    return dict(rc=proc.returncode, stdout=stdout, total_gb=state["total_gb"],
-                killed=state["killed"], wall_s=time.perf_counter() - t0)
+    return dict(
+        rc=proc.returncode,
+        stdout=stdout,
+        total_gb=state["total_gb"],
+        killed=state["killed"],
+        wall_s=time.perf_counter() - t0,
+    )
 
 
 def _kill_session(pgid: int) -> None:
@@ -253,30 +279,50 @@ def worker_gapkit(args) -> dict:
     dask = args.mode == "dask"
     model = GAPRegressor(
         SOAP(r_cut=s["r_cut"], n_max=s["n_max"], l_max=s["l_max"], sigma=s["sigma"]),
-        zeta=s["zeta"], delta=s["delta"], n_sparse=args.n_sparse, sparse_method="cur",
-        sigma_energy=s["sigma_energy"], sigma_force=s["sigma_force"],
-        sigma_virial=s["sigma_virial"], scheduler="local" if dask else None,
-        n_jobs=args.workers if dask else 1, random_state=0,
+        zeta=s["zeta"],
+        delta=s["delta"],
+        n_sparse=args.n_sparse,
+        sparse_method="cur",
+        sigma_energy=s["sigma_energy"],
+        sigma_force=s["sigma_force"],
+        sigma_virial=s["sigma_virial"],
+        scheduler="local" if dask else None,
+        n_jobs=args.workers if dask else 1,
+        random_state=0,
     )
     t0 = time.perf_counter()
     model.fit(frames)
     fit_s = time.perf_counter() - t0
     main_gb, child_gb = _peak_gb(resource.RUSAGE_SELF), _peak_gb(resource.RUSAGE_CHILDREN)
     model.save(args.work_dir / f"gapkit_{args.mode}_{args.size}.gap")
-    return dict(fit_s=fit_s, peak_gb=main_gb + child_gb, main_gb=main_gb, child_gb=child_gb,
-                n_sparse=len(model.coefficients_))
+    return dict(
+        fit_s=fit_s,
+        peak_gb=main_gb + child_gb,
+        main_gb=main_gb,
+        child_gb=child_gb,
+        n_sparse=len(model.coefficients_),
+    )
 
 
 def _gap_fit_command(train: Path, gp_file: Path, n_sparse: int) -> list[str]:
     s = SETTINGS
-    gap = (f"soap cutoff={s['r_cut']} n_max={s['n_max']} l_max={s['l_max']} "
-           f"atom_sigma={s['sigma']} zeta={s['zeta']} delta={s['delta']} "
-           f"n_sparse={n_sparse} sparse_method=cur_points covariance_type=dot_product")
-    return [shutil.which("gap_fit"), f"at_file={train}", f"gap={{{gap}}}",
-            f"default_sigma={{{s['sigma_energy']} {s['sigma_force']} {s['sigma_virial']} 0.0}}",
-            "energy_parameter_name=energy", "force_parameter_name=forces",
-            "virial_parameter_name=virial", "e0_method=average", "sparse_jitter=1e-8",
-            f"gp_file={gp_file}"]
+    gap = (
+        f"soap cutoff={s['r_cut']} n_max={s['n_max']} l_max={s['l_max']} "
+        f"atom_sigma={s['sigma']} zeta={s['zeta']} delta={s['delta']} "
+        f"n_sparse={n_sparse} sparse_method=cur_points covariance_type=dot_product"
+    )
+    return [
+        shutil.which("gap_fit"),
+        f"at_file={train}",
+        f"gap={{{gap}}}",
+        f"default_sigma={{{s['sigma_energy']} {s['sigma_force']} {s['sigma_virial']} 0.0}}",
+        "energy_parameter_name=energy",
+        "force_parameter_name=forces",
+        "virial_parameter_name=virial",
+        "e0_method=average",
+        "sparse_jitter=1e-8",
+        f"gp_file={gp_file}",
+    ]
 
 
 def gap_fit_train_file(args) -> Path:
@@ -320,13 +366,17 @@ def worker_dryrun(args) -> dict:
     cmd = _gap_fit_command(train, args.work_dir / f"dryrun_{args.size}.xml", args.n_sparse)
     t0 = time.perf_counter()
     try:
-        out = subprocess.run(cmd + ["dryrun=T"], capture_output=True, text=True,
-                             timeout=args.dryrun_timeout)
+        out = subprocess.run(
+            cmd + ["dryrun=T"], capture_output=True, text=True, timeout=args.dryrun_timeout
+        )
     except subprocess.TimeoutExpired:
         return dict(estimate_gb=None, dryrun_s=time.perf_counter() - t0, note="timed out")
     (args.work_dir / f"dryrun_{args.size}.log").write_text(out.stdout + out.stderr)
-    return dict(estimate_gb=parse_dryrun_gb(out.stdout + out.stderr),
-                dryrun_s=time.perf_counter() - t0, rc=out.returncode)
+    return dict(
+        estimate_gb=parse_dryrun_gb(out.stdout + out.stderr),
+        dryrun_s=time.perf_counter() - t0,
+        rc=out.returncode,
+    )
 
 
 def worker_gap_fit(args) -> dict:
@@ -334,8 +384,9 @@ def worker_gap_fit(args) -> dict:
     gp_file = args.work_dir / f"quip_{args.size}.xml"
     with open(args.work_dir / f"gap_fit_{args.size}.log", "w") as log:
         t0 = time.perf_counter()
-        out = subprocess.run(_gap_fit_command(train, gp_file, args.n_sparse), stdout=log,
-                             stderr=subprocess.STDOUT)
+        out = subprocess.run(
+            _gap_fit_command(train, gp_file, args.n_sparse), stdout=log, stderr=subprocess.STDOUT
+        )
         fit_s = time.perf_counter() - t0
     peak = _peak_gb(resource.RUSAGE_CHILDREN)
     return dict(fit_s=fit_s, peak_gb=peak, rc=out.returncode, xml=str(gp_file))
@@ -349,8 +400,7 @@ def worker_predict(args) -> dict:
 
         model = load(args.model).set_params(n_jobs=1)
         time_calc(cells[0], model.calculator(), 1)  # descriptor set-up, imports
-        out["gapkit"] = [time_calc(a, model.calculator(), 3 if len(a) <= 512 else 1)
-                         for a in cells]
+        out["gapkit"] = [time_calc(a, model.calculator(), 3 if len(a) <= 512 else 1) for a in cells]
     if args.quip_xml:
         from quippy.potential import Potential
 
@@ -369,15 +419,30 @@ def gap_fit_extrapolated_gb(n_structures: int, n_sparse: int, atoms: float = 108
     6.4 GB for the covariances (linear in atoms and in M); the need is the larger.
     """
     scale = n_structures * atoms / (300 * 108.0)
-    return float(max(GAP_FIT_DESCRIPTOR_GB * scale,
-                     GAP_FIT_COVARIANCE_GB * scale * n_sparse / 2000))
+    return float(
+        max(GAP_FIT_DESCRIPTOR_GB * scale, GAP_FIT_COVARIANCE_GB * scale * n_sparse / 2000)
+    )
 
 
 def _worker_cmd(args, worker: str, **extra) -> list[str]:
-    cmd = [sys.executable, __file__, "--worker", worker, "--data-dir", str(args.data_dir),
-           "--work-dir", str(args.work_dir), "--n-sparse", str(args.n_sparse),
-           "--workers", str(args.workers), "--seed", str(args.seed),
-           "--dryrun-timeout", str(args.dryrun_timeout)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        worker,
+        "--data-dir",
+        str(args.data_dir),
+        "--work-dir",
+        str(args.work_dir),
+        "--n-sparse",
+        str(args.n_sparse),
+        "--workers",
+        str(args.workers),
+        "--seed",
+        str(args.seed),
+        "--dryrun-timeout",
+        str(args.dryrun_timeout),
+    ]
     for key, value in extra.items():
         flag = "--" + key.replace("_", "-")
         cmd += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
@@ -393,23 +458,32 @@ def _fmt(x, spec: str, width: int) -> str:
     return f"{'-':>{width}}" if x is None or not np.isfinite(x) else f"{x:>{width}{spec}}"
 
 
-FIT_HEADER = (f"{'structures':>10}{'atoms':>8}  {'code':<24}{'fit s':>10}{'peak GB':>9}"
-              f"{'total GB':>10}  note")
+FIT_HEADER = (
+    f"{'structures':>10}{'atoms':>8}  {'code':<24}{'fit s':>10}{'peak GB':>9}{'total GB':>10}  note"
+)
 
 
 def _fit_line(row: dict) -> str:
-    return (f"{row['size']:>10}{row['atoms']:>8}  {row['code']:<24}"
-            f"{_fmt(row.get('fit_s'), '.1f', 10)}{_fmt(row.get('peak_gb'), '.2f', 9)}"
-            f"{_fmt(row.get('total_gb'), '.2f', 10)}  {row.get('note', '')}")
+    return (
+        f"{row['size']:>10}{row['atoms']:>8}  {row['code']:<24}"
+        f"{_fmt(row.get('fit_s'), '.1f', 10)}{_fmt(row.get('peak_gb'), '.2f', 9)}"
+        f"{_fmt(row.get('total_gb'), '.2f', 10)}  {row.get('note', '')}"
+    )
 
 
 def run_fits(args) -> list[dict]:
     rows = []
-    limit = (args.gap_fit_memory_limit_gb if args.gap_fit_memory_limit_gb is not None
-             else available_gb() - 2.0)
+    limit = (
+        args.gap_fit_memory_limit_gb
+        if args.gap_fit_memory_limit_gb is not None
+        else available_gb() - 2.0
+    )
     have_gap_fit = shutil.which("gap_fit") is not None
-    labels = {"serial": "gapkit serial", "dask": f"gapkit dask {args.workers} workers",
-              "gap_fit": "QUIP gap_fit"}
+    labels = {
+        "serial": "gapkit serial",
+        "dask": f"gapkit dask {args.workers} workers",
+        "gap_fit": "QUIP gap_fit",
+    }
     print("\n" + FIT_HEADER, flush=True)
     for size in args.sizes:
         n_atoms = sum(len(a) for a in load_set(args.data_dir, size, args.seed))
@@ -422,8 +496,11 @@ def run_fits(args) -> list[dict]:
                     rows.append(row)
                     print(_fit_line(row), flush=True)
                     continue
-                dry = _result(run_child(_worker_cmd(args, "dryrun", size=size),
-                                        args.work_dir / f"dryrun_{size}.err"))
+                dry = _result(
+                    run_child(
+                        _worker_cmd(args, "dryrun", size=size), args.work_dir / f"dryrun_{size}.err"
+                    )
+                )
                 need = dry and dry.get("estimate_gb")
                 source = "dryrun"
                 if not need:
@@ -431,8 +508,7 @@ def run_fits(args) -> list[dict]:
                     source = "extrapolated"
                 row["estimate_gb"] = need
                 if need > limit:
-                    row["note"] = (f"skipped: needs {need:.1f} GB ({source}), "
-                                   f"limit {limit:.1f} GB")
+                    row["note"] = f"skipped: needs {need:.1f} GB ({source}), limit {limit:.1f} GB"
                     rows.append(row)
                     print(_fit_line(row), flush=True)
                     continue
@@ -450,14 +526,17 @@ def run_fits(args) -> list[dict]:
             else:
                 row.update(res)
                 if mode == "gap_fit" and res["rc"] != 0:
-                    row["note"] = (f"gap_fit failed (rc {res['rc']}), see "
-                                   f"{args.work_dir / f'gap_fit_{size}.log'}")
+                    row["note"] = (
+                        f"gap_fit failed (rc {res['rc']}), see "
+                        f"{args.work_dir / f'gap_fit_{size}.log'}"
+                    )
                 elif mode == "gap_fit":
                     row["ok"] = True
                 else:
                     row["ok"] = True
-                    row["note"] = (f"main {res['main_gb']:.2f} + largest child "
-                                   f"{res['child_gb']:.2f} GB")
+                    row["note"] = (
+                        f"main {res['main_gb']:.2f} + largest child {res['child_gb']:.2f} GB"
+                    )
             rows.append(row)
             print(_fit_line(row), flush=True)
     return rows
@@ -465,8 +544,14 @@ def run_fits(args) -> list[dict]:
 
 def run_predict(args, rows: list[dict]) -> dict | None:
     ok = [r for r in rows if r.get("ok")]
-    model = next((args.work_dir / f"gapkit_{r['mode']}_{r['size']}.gap" for r in ok
-                  if r["mode"] in ("serial", "dask")), None)
+    model = next(
+        (
+            args.work_dir / f"gapkit_{r['mode']}_{r['size']}.gap"
+            for r in ok
+            if r["mode"] in ("serial", "dask")
+        ),
+        None,
+    )
     xml = next((r["xml"] for r in ok if r["mode"] == "gap_fit"), None)
     if model is None and xml is None:
         print("no fitted model: prediction timings skipped", flush=True)
@@ -483,13 +568,14 @@ def run_predict(args, rows: list[dict]) -> dict | None:
 
 
 def _predict_table(pred: dict) -> list[str]:
-    lines = [f"{'atoms':>7}{'gapkit s':>10}{'gapkit ms/atom':>16}{'quip s':>9}"
-             f"{'quip ms/atom':>14}"]
+    lines = [f"{'atoms':>7}{'gapkit s':>10}{'gapkit ms/atom':>16}{'quip s':>9}{'quip ms/atom':>14}"]
     for k, n in enumerate(pred["atoms"]):
         g = pred["gapkit"][k] if pred["gapkit"] else None
         q = pred["quip"][k] if pred["quip"] else None
-        lines.append(f"{n:>7}{_fmt(g, '.3f', 10)}{_fmt(g and g / n * 1e3, '.3f', 16)}"
-                     f"{_fmt(q, '.3f', 9)}{_fmt(q and q / n * 1e3, '.3f', 14)}")
+        lines.append(
+            f"{n:>7}{_fmt(g, '.3f', 10)}{_fmt(g and g / n * 1e3, '.3f', 16)}"
+            f"{_fmt(q, '.3f', 9)}{_fmt(q and q / n * 1e3, '.3f', 14)}"
+        )
     return lines
 
 
@@ -502,49 +588,86 @@ def _targets(rows: list[dict], pred: dict | None) -> list[str]:
     for mode in ("serial", "dask"):
         lo, hi = ok.get((mode, small)), ok.get((mode, large))
         if hi is not None:
-            out.append(f"gapkit {mode}: peak {hi['peak_gb']:.2f} GB at {large} structures "
-                       f"< 4 GB: {'yes' if hi['peak_gb'] < 4 else 'NO'}")
+            out.append(
+                f"gapkit {mode}: peak {hi['peak_gb']:.2f} GB at {large} structures "
+                f"< 4 GB: {'yes' if hi['peak_gb'] < 4 else 'NO'}"
+            )
         if lo is not None and hi is not None and large != small:
             ratio = hi["peak_gb"] / lo["peak_gb"]
-            out.append(f"gapkit {mode}: peak {large}/{small} = {ratio:.2f} <= 1.5: "
-                       f"{'yes' if ratio <= 1.5 else 'NO'}")
+            out.append(
+                f"gapkit {mode}: peak {large}/{small} = {ratio:.2f} <= 1.5: "
+                f"{'yes' if ratio <= 1.5 else 'NO'}"
+            )
         for size in sizes:
             g, q = ok.get((mode, size)), ok.get(("gap_fit", size))
             if g is not None and q is not None:
                 ratio = g["fit_s"] / q["fit_s"]
-                out.append(f"gapkit {mode}: fit time / gap_fit's at {size} = {ratio:.2f} "
-                           f"<= 0.5: {'yes' if ratio <= 0.5 else 'NO'}")
+                out.append(
+                    f"gapkit {mode}: fit time / gap_fit's at {size} = {ratio:.2f} "
+                    f"<= 0.5: {'yes' if ratio <= 0.5 else 'NO'}"
+                )
     if pred and pred["gapkit"] and pred["quip"]:
         for n, g, q in zip(pred["atoms"], pred["gapkit"], pred["quip"], strict=True):
-            out.append(f"prediction, {n} atoms: gapkit/quip time per atom = {g / q:.2f} "
-                       f"<= 1: {'yes' if g <= q else 'NO'}")
+            out.append(
+                f"prediction, {n} atoms: gapkit/quip time per atom = {g / q:.2f} "
+                f"<= 1: {'yes' if g <= q else 'NO'}"
+            )
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[300, 1000, 3000],
-                        help="training-set sizes (structures of ~108 atoms)")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[300, 1000, 3000],
+        help="training-set sizes (structures of ~108 atoms)",
+    )
     parser.add_argument("--n-sparse", type=int, default=2000)
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    parser.add_argument("--workers", type=int, default=2,
-                        help="worker processes of the local Dask cluster (mode dask)")
-    parser.add_argument("--predict-sizes", type=int, nargs="*", default=[64, 512, 4096],
-                        help="atoms of the fcc cells timed (empty: no prediction timing)")
-    parser.add_argument("--data-dir", type=Path, default=CACHE / "data",
-                        help="cache of the generated extxyz data")
-    parser.add_argument("--work-dir", type=Path, default=CACHE / "runs",
-                        help="models, gap_fit input and logs")
-    parser.add_argument("--gap-fit-memory-limit-gb", type=float, default=None,
-                        help="skip gap_fit above this need, kill it above this RSS "
-                             "(default: available memory minus 2 GB)")
-    parser.add_argument("--dryrun-timeout", type=float, default=600.0,
-                        help="seconds allowed for gap_fit dryrun=T before extrapolating")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the local Dask cluster (mode dask)",
+    )
+    parser.add_argument(
+        "--predict-sizes",
+        type=int,
+        nargs="*",
+        default=[64, 512, 4096],
+        help="atoms of the fcc cells timed (empty: no prediction timing)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=CACHE / "data", help="cache of the generated extxyz data"
+    )
+    parser.add_argument(
+        "--work-dir", type=Path, default=CACHE / "runs", help="models, gap_fit input and logs"
+    )
+    parser.add_argument(
+        "--gap-fit-memory-limit-gb",
+        type=float,
+        default=None,
+        help="skip gap_fit above this need, kill it above this RSS "
+        "(default: available memory minus 2 GB)",
+    )
+    parser.add_argument(
+        "--dryrun-timeout",
+        type=float,
+        default=600.0,
+        help="seconds allowed for gap_fit dryrun=T before extrapolating",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the data set")
-    parser.add_argument("--gen-jobs", type=int, default=1,
-                        help="processes generating the EMT data (chunks of 150 structures)")
-    parser.add_argument("--worker", choices=["gapkit", "gap_fit", "dryrun", "predict"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--gen-jobs",
+        type=int,
+        default=1,
+        help="processes generating the EMT data (chunks of 150 structures)",
+    )
+    parser.add_argument(
+        "--worker", choices=["gapkit", "gap_fit", "dryrun", "predict"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
@@ -553,20 +676,27 @@ def main() -> None:
     args.data_dir, args.work_dir = args.data_dir.resolve(), args.work_dir.resolve()
 
     if args.worker:
-        run = {"gapkit": worker_gapkit, "gap_fit": worker_gap_fit, "dryrun": worker_dryrun,
-               "predict": worker_predict}[args.worker]
+        run = {
+            "gapkit": worker_gapkit,
+            "gap_fit": worker_gap_fit,
+            "dryrun": worker_dryrun,
+            "predict": worker_predict,
+        }[args.worker]
         print("RESULT " + json.dumps(run(args)), flush=True)
         return
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     if "OMP_NUM_THREADS" in os.environ:  # gapkit's compiled loops follow the BLAS threads
         os.environ.setdefault("NUMBA_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
-    print(f"Cu/EMT scaling: sizes {args.sizes}, M = {args.n_sparse}, modes {args.modes}, "
-          f"r_cut {SETTINGS['r_cut']}, n_max {SETTINGS['n_max']}, l_max {SETTINGS['l_max']}; "
-          f"cpu count {os.cpu_count()}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, NUMBA_NUM_THREADS="
-          f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}, available "
-          f"{available_gb():.1f} GB", flush=True)
+    print(
+        f"Cu/EMT scaling: sizes {args.sizes}, M = {args.n_sparse}, modes {args.modes}, "
+        f"r_cut {SETTINGS['r_cut']}, n_max {SETTINGS['n_max']}, l_max {SETTINGS['l_max']}; "
+        f"cpu count {os.cpu_count()}, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}, NUMBA_NUM_THREADS="
+        f"{os.environ.get('NUMBA_NUM_THREADS', 'unset')}, available "
+        f"{available_gb():.1f} GB",
+        flush=True,
+    )
     t0 = time.perf_counter()
     prepare_data(args.data_dir, max(args.sizes), args.seed, args.gen_jobs)
     print(f"data ready in {args.data_dir} ({time.perf_counter() - t0:.0f} s)", flush=True)
@@ -576,16 +706,20 @@ def main() -> None:
         print("\n" + "\n".join(_predict_table(pred)), flush=True)
 
     print("\n=== summary ===")
-    print(f"Cu/EMT, ~108 atoms per structure, M = {args.n_sparse}, SOAP r_cut "
-          f"{SETTINGS['r_cut']} n_max {SETTINGS['n_max']} l_max {SETTINGS['l_max']}; peak GB = "
-          "main process + largest child (gap_fit: itself), total GB = sampled sum over "
-          "all processes of the run")
+    print(
+        f"Cu/EMT, ~108 atoms per structure, M = {args.n_sparse}, SOAP r_cut "
+        f"{SETTINGS['r_cut']} n_max {SETTINGS['n_max']} l_max {SETTINGS['l_max']}; peak GB = "
+        "main process + largest child (gap_fit: itself), total GB = sampled sum over "
+        "all processes of the run"
+    )
     print(FIT_HEADER)
     for row in rows:
         print(_fit_line(row))
     if pred is not None:
-        print(f"\nenergy + forces, rattled fcc Cu cells (gapkit model {pred['model']}, "
-              f"quip model {pred['xml']})")
+        print(
+            f"\nenergy + forces, rattled fcc Cu cells (gapkit model {pred['model']}, "
+            f"quip model {pred['xml']})"
+        )
         print("\n".join(_predict_table(pred)))
     targets = _targets(rows, pred)
     if targets:

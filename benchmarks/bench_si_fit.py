@@ -31,8 +31,18 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data"
-SETTINGS = dict(r_cut=5.0, n_max=8, l_max=6, sigma=0.5, zeta=4, delta=1.0, n_sparse=500,
-                sigma_energy=0.002, sigma_force=0.1, sigma_virial=0.1)
+SETTINGS = dict(
+    r_cut=5.0,
+    n_max=8,
+    l_max=6,
+    sigma=0.5,
+    zeta=4,
+    delta=1.0,
+    n_sparse=500,
+    sigma_energy=0.002,
+    sigma_force=0.1,
+    sigma_virial=0.1,
+)
 
 
 def _peak_rss_gb() -> float:
@@ -44,8 +54,7 @@ def _peak_rss_gb() -> float:
 
 def _errors(pred_e, pred_f, frames):
     de = [(e - a.get_potential_energy()) / len(a) for e, a in zip(pred_e, frames, strict=True)]
-    df = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(pred_f, frames,
-                                                                       strict=True)])
+    df = np.concatenate([(f - a.get_forces()).ravel() for f, a in zip(pred_f, frames, strict=True)])
     return float(np.sqrt(np.mean(np.square(de)))), float(np.sqrt(np.mean(df**2)))
 
 
@@ -58,11 +67,22 @@ def run_gapkit(data: Path, n_jobs: int, tolerance: float, save_dir: Path | None)
     test = read(data / "si_gfn1_test.xyz", ":")
     s = SETTINGS
     model = GAPRegressor(
-        SOAP(r_cut=s["r_cut"], n_max=s["n_max"], l_max=s["l_max"], sigma=s["sigma"],
-             cutoff_tolerance=tolerance),
-        zeta=s["zeta"], delta=s["delta"], n_sparse=s["n_sparse"], sparse_method="cur",
-        sigma_energy=s["sigma_energy"], sigma_force=s["sigma_force"],
-        sigma_virial=s["sigma_virial"], n_jobs=n_jobs, random_state=0,
+        SOAP(
+            r_cut=s["r_cut"],
+            n_max=s["n_max"],
+            l_max=s["l_max"],
+            sigma=s["sigma"],
+            cutoff_tolerance=tolerance,
+        ),
+        zeta=s["zeta"],
+        delta=s["delta"],
+        n_sparse=s["n_sparse"],
+        sparse_method="cur",
+        sigma_energy=s["sigma_energy"],
+        sigma_force=s["sigma_force"],
+        sigma_virial=s["sigma_virial"],
+        n_jobs=n_jobs,
+        random_state=0,
     )
     t0 = time.perf_counter()
     model.fit(train)
@@ -76,8 +96,14 @@ def run_gapkit(data: Path, n_jobs: int, tolerance: float, save_dir: Path | None)
     pred_s = time.perf_counter() - t0
     e_rmse, f_rmse = _errors([r["energy"] for r in res], [r["forces"] for r in res], test)
     n_atoms = sum(len(a) for a in test)
-    return dict(code=f"gapkit (n_jobs={n_jobs})", e_rmse=e_rmse, f_rmse=f_rmse, fit_s=fit_s,
-                ms_per_atom=pred_s / n_atoms * 1e3, peak_gb=peak)
+    return dict(
+        code=f"gapkit (n_jobs={n_jobs})",
+        e_rmse=e_rmse,
+        f_rmse=f_rmse,
+        fit_s=fit_s,
+        ms_per_atom=pred_s / n_atoms * 1e3,
+        peak_gb=peak,
+    )
 
 
 def run_quip(data: Path, save_dir: Path | None) -> dict:
@@ -98,14 +124,23 @@ def run_quip(data: Path, save_dir: Path | None) -> dict:
         train = Path(tmp) / "train.xyz"
         write(train, frames)
         gp_file = Path(tmp) / "si.xml"
-        gap = (f"soap cutoff={s['r_cut']} n_max={s['n_max']} l_max={s['l_max']} "
-               f"atom_sigma={s['sigma']} zeta={s['zeta']} delta={s['delta']} "
-               f"n_sparse={s['n_sparse']} sparse_method=cur_points covariance_type=dot_product")
-        cmd = [exe, f"at_file={train}", f"gap={{{gap}}}",
-               f"default_sigma={{{s['sigma_energy']} {s['sigma_force']} {s['sigma_virial']} 0.0}}",
-               "energy_parameter_name=energy", "force_parameter_name=forces",
-               "virial_parameter_name=virial", "e0_method=average", "sparse_jitter=1e-8",
-               f"gp_file={gp_file}"]
+        gap = (
+            f"soap cutoff={s['r_cut']} n_max={s['n_max']} l_max={s['l_max']} "
+            f"atom_sigma={s['sigma']} zeta={s['zeta']} delta={s['delta']} "
+            f"n_sparse={s['n_sparse']} sparse_method=cur_points covariance_type=dot_product"
+        )
+        cmd = [
+            exe,
+            f"at_file={train}",
+            f"gap={{{gap}}}",
+            f"default_sigma={{{s['sigma_energy']} {s['sigma_force']} {s['sigma_virial']} 0.0}}",
+            "energy_parameter_name=energy",
+            "force_parameter_name=forces",
+            "virial_parameter_name=virial",
+            "e0_method=average",
+            "sparse_jitter=1e-8",
+            f"gp_file={gp_file}",
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         fit_s = time.perf_counter() - t0
@@ -125,19 +160,27 @@ def run_quip(data: Path, save_dir: Path | None) -> dict:
                 shutil.copy(f, save_dir / f.name)
     e_rmse, f_rmse = _errors(pe, pf, test)
     n_atoms = sum(len(a) for a in test)
-    return dict(code="QUIP gap_fit / quip", e_rmse=e_rmse, f_rmse=f_rmse, fit_s=fit_s,
-                ms_per_atom=pred_s / n_atoms * 1e3, peak_gb=peak)
+    return dict(
+        code="QUIP gap_fit / quip",
+        e_rmse=e_rmse,
+        f_rmse=f_rmse,
+        fit_s=fit_s,
+        ms_per_atom=pred_s / n_atoms * 1e3,
+        peak_gb=peak,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--tolerance", type=float, default=None,
-                        help="SOAP cutoff_tolerance (default: gapkit's)")
+    parser.add_argument(
+        "--tolerance", type=float, default=None, help="SOAP cutoff_tolerance (default: gapkit's)"
+    )
     parser.add_argument("--skip-quip", action="store_true")
-    parser.add_argument("--save-dir", type=Path, default=None,
-                        help="keep the fitted models here (si.gap, si.xml)")
+    parser.add_argument(
+        "--save-dir", type=Path, default=None, help="keep the fitted models here (si.gap, si.xml)"
+    )
     parser.add_argument("--worker", choices=["gapkit", "quip"], help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -162,8 +205,16 @@ def main() -> None:
             print("quippy-ase not installed: QUIP row skipped (pip install quippy-ase).")
     rows = []
     for w in workers:
-        cmd = [sys.executable, __file__, "--worker", w, "--data-dir", str(args.data_dir),
-               "--n-jobs", str(args.n_jobs)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            w,
+            "--data-dir",
+            str(args.data_dir),
+            "--n-jobs",
+            str(args.n_jobs),
+        ]
         if args.tolerance:
             cmd += ["--tolerance", str(args.tolerance)]
         if args.save_dir:
@@ -176,11 +227,15 @@ def main() -> None:
             continue
         rows.append(json.loads(line[0][7:]))
     print(f"\nSi GFN1-xTB, train 160 / test 40 structures, cpu count {os.cpu_count()}")
-    print(f"{'code':<24}{'E RMSE meV/at':>14}{'F RMSE eV/Å':>13}{'fit s':>9}"
-          f"{'ms/atom E+F':>13}{'peak GB':>9}")
+    print(
+        f"{'code':<24}{'E RMSE meV/at':>14}{'F RMSE eV/Å':>13}{'fit s':>9}"
+        f"{'ms/atom E+F':>13}{'peak GB':>9}"
+    )
     for r in rows:
-        print(f"{r['code']:<24}{r['e_rmse'] * 1e3:>14.3f}{r['f_rmse']:>13.4f}{r['fit_s']:>9.1f}"
-              f"{r['ms_per_atom']:>13.3f}{r['peak_gb']:>9.2f}")
+        print(
+            f"{r['code']:<24}{r['e_rmse'] * 1e3:>14.3f}{r['f_rmse']:>13.4f}{r['fit_s']:>9.1f}"
+            f"{r['ms_per_atom']:>13.3f}{r['peak_gb']:>9.2f}"
+        )
 
 
 if __name__ == "__main__":

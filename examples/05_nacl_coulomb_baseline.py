@@ -20,8 +20,11 @@ from ase.io import read
 from gapkit import SOAP, GAPRegressor
 from gapkit.electrostatics import PME
 
-data = Path(sys.argv[1]) if len(sys.argv) > 1 else (
-    Path(__file__).resolve().parents[2] / "shared" / "data")
+data = (
+    Path(sys.argv[1])
+    if len(sys.argv) > 1
+    else (Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 if not (data / "nacl_gfn1_train.xyz").exists():
     sys.exit(f"NaCl data not found in {data}")
 train = read(data / "nacl_gfn1_train.xyz", ":")
@@ -36,9 +39,15 @@ print(f"fixed charges from the mean GFN1-xTB charges: {charges}")
 rows = []
 for name, baseline in (("GAP", None), ("GAP + Coulomb (PME)", PME(charges=charges))):
     model = GAPRegressor(
-        SOAP(r_cut=5.0, n_max=6, l_max=4, sigma=0.5), zeta=4, n_sparse=300,
-        sigma_energy=0.002, sigma_force=0.1, sigma_virial=0.1,
-        baseline=baseline, n_jobs=2, random_state=0,
+        SOAP(r_cut=5.0, n_max=6, l_max=4, sigma=0.5),
+        zeta=4,
+        n_sparse=300,
+        sigma_energy=0.002,
+        sigma_force=0.1,
+        sigma_virial=0.1,
+        baseline=baseline,
+        n_jobs=2,
+        random_state=0,
     )
     t0 = time.perf_counter()
     model.fit(train)
@@ -51,9 +60,13 @@ for name, baseline in (("GAP", None), ("GAP + Coulomb (PME)", PME(charges=charge
     rows.append((name, report, by_type, fit_s))
 
 print("\nNaCl GFN1-xTB test set (48 structures), r_cut 5 Å, n_max 6, l_max 4, 300 sparse/species")
-print(f"{'model':<22}{'E meV/atom':>11}{'F eV/Å':>9}{'S meV/Å³':>10}"
-      f"{'F bulk':>8}{'F schottky':>11}{'F slab':>8}{'fit s':>7}")
+print(
+    f"{'model':<22}{'E meV/atom':>11}{'F eV/Å':>9}{'S meV/Å³':>10}"
+    f"{'F bulk':>8}{'F schottky':>11}{'F slab':>8}{'fit s':>7}"
+)
 for name, r, by_type, fit_s in rows:
-    print(f"{name:<22}{r['energy_rmse_per_atom'] * 1e3:>11.3f}{r['force_rmse']:>9.4f}"
-          f"{r['stress_rmse'] * 1e3:>10.3f}{by_type['bulk']:>8.4f}{by_type['schottky']:>11.4f}"
-          f"{by_type['slab']:>8.4f}{fit_s:>7.0f}")
+    print(
+        f"{name:<22}{r['energy_rmse_per_atom'] * 1e3:>11.3f}{r['force_rmse']:>9.4f}"
+        f"{r['stress_rmse'] * 1e3:>10.3f}{by_type['bulk']:>8.4f}{by_type['schottky']:>11.4f}"
+        f"{by_type['slab']:>8.4f}{fit_s:>7.0f}"
+    )

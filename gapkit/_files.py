@@ -95,8 +95,9 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], owner: str) -> Path:
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(err, OSError) and not isinstance(err, InvalidParameterError):
-            raise OSError(err.errno, f"{owner}: could not write {str(path)!r}: "
-                          f"{err.strerror or err}") from err
+            raise OSError(
+                err.errno, f"{owner}: could not write {str(path)!r}: {err.strerror or err}"
+            ) from err
         raise
     _sync_directory(parent)
     return path

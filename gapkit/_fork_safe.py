@@ -35,7 +35,8 @@ def fork_safe(kernel):
         return kernel
     serial = _serial_kernels.get(kernel)
     if serial is None:
-        options = {k: v for k, v in kernel.targetoptions.items()
-                   if k not in ("parallel", "nopython")}  # njit is nopython already
+        options = {
+            k: v for k, v in kernel.targetoptions.items() if k not in ("parallel", "nopython")
+        }  # njit is nopython already
         serial = _serial_kernels[kernel] = nb.njit(**options)(kernel.py_func)
     return serial

@@ -44,30 +44,43 @@ def _per_species(ok: Callable) -> Callable:
 GAP_CONSTRAINTS: dict[str, tuple[Callable, str]] = {
     "descriptor": (lambda v: v is None or isinstance(v, SOAP), "a gapkit.SOAP instance or None"),
     "zeta": (lambda v: _integer(v) and 1 <= v <= 64, "an integer between 1 and 64"),
-    "delta": (_per_species(lambda x: _positive(x) and x <= MAX_DELTA),
-              f"a positive number <= {MAX_DELTA:g} eV (or a dict of them per species)"),
-    "n_sparse": (_per_species(lambda x: _integer(x) and x >= 1),
-                 "an integer >= 1 (or a dict of them per species)"),
+    "delta": (
+        _per_species(lambda x: _positive(x) and x <= MAX_DELTA),
+        f"a positive number <= {MAX_DELTA:g} eV (or a dict of them per species)",
+    ),
+    "n_sparse": (
+        _per_species(lambda x: _integer(x) and x >= 1),
+        "an integer >= 1 (or a dict of them per species)",
+    ),
     "sparse_method": (lambda v: v in SPARSE_METHODS, f"one of {list(SPARSE_METHODS)}"),
     "sigma_energy": (_positive, "a positive finite number (eV/atom)"),
     "sigma_force": (_positive, "a positive finite number (eV/Å)"),
     "sigma_virial": (_positive, "a positive finite number (eV/atom)"),
-    "e0": (lambda v: (isinstance(v, str) and v in ("fit", "zero"))
-           or (isinstance(v, Mapping) and all(_finite(x) for x in v.values())),
-           "'fit', 'zero' or a dict of finite energies per species"),
+    "e0": (
+        lambda v: (
+            (isinstance(v, str) and v in ("fit", "zero"))
+            or (isinstance(v, Mapping) and all(_finite(x) for x in v.values()))
+        ),
+        "'fit', 'zero' or a dict of finite energies per species",
+    ),
     "jitter": (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     "energy_key": (lambda v: v is None or isinstance(v, str), "a string or None"),
     "forces_key": (lambda v: v is None or isinstance(v, str), "a string or None"),
     "stress_key": (lambda v: v is None or isinstance(v, str), "a string or None"),
     "variance": (lambda v: v in ("dtc", "sor"), "'dtc' or 'sor'"),
-    "optimize": (lambda v: isinstance(v, bool) or (isinstance(v, (list, tuple))
-                                                   and set(v) <= set(OPTIMIZABLE)),
-                 f"a bool or a list from {list(OPTIMIZABLE)}"),
+    "optimize": (
+        lambda v: (
+            isinstance(v, bool) or (isinstance(v, (list, tuple)) and set(v) <= set(OPTIMIZABLE))
+        ),
+        f"a bool or a list from {list(OPTIMIZABLE)}",
+    ),
     "scheduler": (lambda v: v is None or isinstance(v, str), "'local', an address or None"),
     "n_jobs": (lambda v: v is None or (_integer(v) and v != 0), "a non-zero integer or None"),
     "device": (lambda v: v in DEVICES, f"one of {list(DEVICES)}"),
-    "random_state": (lambda v: v is None or (_integer(v) and v >= 0),
-                     "a non-negative integer or None"),
+    "random_state": (
+        lambda v: v is None or (_integer(v) and v >= 0),
+        "a non-negative integer or None",
+    ),
     "verbose": (lambda v: isinstance(v, (bool, np.bool_)), "True or False"),
 }
 

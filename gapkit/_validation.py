@@ -56,8 +56,7 @@ def check_atoms(atoms, where: str) -> None:
         d = np.linalg.norm(vec, axis=1)
         k = int(np.argmin(d))
         raise InvalidStructureError(
-            f"{where}: atoms {i[k]} and {j[k]} overlap (distance {d[k]:.3g} Å < "
-            f"{MIN_DISTANCE} Å)."
+            f"{where}: atoms {i[k]} and {j[k]} overlap (distance {d[k]:.3g} Å < {MIN_DISTANCE} Å)."
         )
 
 
@@ -73,7 +72,8 @@ def _check_cell(cell: np.ndarray, pbc: np.ndarray, where: str) -> None:
     lengths = np.linalg.norm(cell[pbc], axis=1)
     degenerate = InvalidStructureError(
         f"{where} is periodic along {axes} but its cell vectors there span zero volume "
-        "(area/length); set a proper cell or pbc=False.")
+        "(area/length); set a proper cell or pbc=False."
+    )
     raw = cell[pbc] @ cell[pbc].T
     if np.any(lengths <= 1e-8) or np.linalg.det(raw) <= 1e-24 * np.prod(np.diag(raw)):
         raise degenerate
@@ -126,7 +126,8 @@ def _as_array(value, where: str, what: str) -> np.ndarray:
     except (TypeError, ValueError) as err:
         raise InvalidLabelError(
             f"{where}: the {what} is not a number or an array of numbers; got "
-            f"{type(value).__name__} {str(value)[:40]!r}.") from err
+            f"{type(value).__name__} {str(value)[:40]!r}."
+        ) from err
     if not np.all(np.isfinite(arr)):
         raise InvalidLabelError(f"{where}: the {what} is NaN or infinite.")
     return arr
@@ -141,7 +142,8 @@ def _voigt(values: np.ndarray, where: str, what: str) -> np.ndarray:
         return values.reshape(6)
     raise InvalidLabelError(
         f"{where}: the {what} must have 6 (Voigt: xx, yy, zz, yz, xz, xy) or 9 (3x3) values; "
-        f"got shape {values.shape}.")
+        f"got shape {values.shape}."
+    )
 
 
 def read_labels(
@@ -186,25 +188,27 @@ def read_labels(
     )
     if energy is None and energy_key is None:
         energy, e_key = _from_calc(atoms, "free_energy"), "calculator result 'free_energy'"
-    forces, f_key = lookup(forces_key, atoms.arrays, "forces",
-                           ("forces", "REF_forces", "dft_forces"))
-    stress, s_key = lookup(stress_key, atoms.info, "stress",
-                           ("stress", "REF_stress", "dft_stress"))
+    forces, f_key = lookup(
+        forces_key, atoms.arrays, "forces", ("forces", "REF_forces", "dft_forces")
+    )
+    stress, s_key = lookup(stress_key, atoms.info, "stress", ("stress", "REF_stress", "dft_stress"))
     virial = atoms.info.get("virial") if stress is None and stress_key is None else None
 
     if energy is not None:
         what = f"energy ({e_key})"
         arr = _as_array(energy, where, what)
         if arr.size != 1:
-            raise InvalidLabelError(f"{where}: the {what} must be one number; got shape "
-                                    f"{arr.shape}.")
+            raise InvalidLabelError(
+                f"{where}: the {what} must be one number; got shape {arr.shape}."
+            )
         energy = float(arr.reshape(()))
     if forces is not None:
         what = f"forces ({f_key})"
         forces = _as_array(forces, where, what)
         if forces.size != 3 * len(atoms):
-            raise InvalidLabelError(f"{where}: the {what} must have shape ({len(atoms)}, 3); "
-                                    f"got {forces.shape}.")
+            raise InvalidLabelError(
+                f"{where}: the {what} must have shape ({len(atoms)}, 3); got {forces.shape}."
+            )
         forces = forces.reshape(len(atoms), 3)
     if stress is not None:
         what = f"stress ({s_key})"
@@ -242,15 +246,18 @@ def read_training_labels(frames: Sequence[Atoms], y, keys: tuple, owner: str) ->
         no label at all.
     """
     energy_key, forces_key, stress_key = keys
-    labels = [read_labels(a, *keys, where=f"{owner}: structure {k}")
-              for k, a in enumerate(frames)]
-    for key, store, name in ((energy_key, "info", "energy"), (forces_key, "arrays", "forces"),
-                             (stress_key, "info", "stress")):
+    labels = [read_labels(a, *keys, where=f"{owner}: structure {k}") for k, a in enumerate(frames)]
+    for key, store, name in (
+        (energy_key, "info", "energy"),
+        (forces_key, "arrays", "forces"),
+        (stress_key, "info", "stress"),
+    ):
         if key is not None and not any(key in getattr(a, store) for a in frames):
             seen = sorted({k for a in frames for k in getattr(a, store)})
             raise MissingLabelError(
                 f"{owner}: {name}_key={key!r} is not in atoms.{store} of any structure "
-                f"(keys found: {', '.join(seen) or 'none'}).")
+                f"(keys found: {', '.join(seen) or 'none'})."
+            )
     if y is not None:
         try:
             y = np.asarray(y, dtype=float)
@@ -259,12 +266,14 @@ def read_training_labels(frames: Sequence[Atoms], y, keys: tuple, owner: str) ->
         if y.shape != (len(frames),):
             raise InvalidLabelError(
                 f"{owner}: y has shape {y.shape}; expected ({len(frames)},), one total energy "
-                "per structure.")
+                "per structure."
+            )
         bad = np.flatnonzero(~np.isfinite(y))
         if len(bad):
             raise InvalidLabelError(
                 f"{owner}: y[{bad[0]}] (the energy of structure {bad[0]}) is {y[bad[0]]}; "
-                f"{len(bad)} value(s) of y are NaN or infinite.")
+                f"{len(bad)} value(s) of y are NaN or infinite."
+            )
         for lab, e in zip(labels, y, strict=True):
             lab.energy = float(e)
     missing = [k for k, lab in enumerate(labels) if lab.empty]
@@ -272,5 +281,6 @@ def read_training_labels(frames: Sequence[Atoms], y, keys: tuple, owner: str) ->
         raise MissingLabelError(
             f"{owner}: {len(missing)} structure(s) carry no energy, forces or stress (first: "
             f"structure {missing[0]}). Label them, or name the keys with "
-            "energy_key/forces_key/stress_key.")
+            "energy_key/forces_key/stress_key."
+        )
     return labels

@@ -63,8 +63,7 @@ class GAPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     default_parameters = {"uncertainty": False, "device": None}
 
-    def __init__(self, model, *, uncertainty: bool = False, device: str | None = None,
-                 **kwargs):
+    def __init__(self, model, *, uncertainty: bool = False, device: str | None = None, **kwargs):
         try:
             check_is_fitted(model)
         except (NotFittedError, TypeError) as err:
@@ -81,8 +80,8 @@ class GAPCalculator(Calculator):
         """Change ``uncertainty`` or ``device``; cached results are dropped."""
         if kwargs.get("device") is not None and kwargs["device"] not in DEVICES:
             raise CalculatorSetupError(
-                f"GAPCalculator: 'device' must be one of {list(DEVICES)}; got "
-                f"{kwargs['device']!r}.")
+                f"GAPCalculator: 'device' must be one of {list(DEVICES)}; got {kwargs['device']!r}."
+            )
         changed = super().set(**kwargs)
         if changed:
             self.reset()
@@ -110,7 +109,8 @@ class GAPCalculator(Calculator):
         bulk = is_bulk(self.atoms)
         if "stress" in properties and not bulk:
             raise PropertyNotImplementedError(
-                "GAPCalculator: stress needs a cell periodic in all three directions.")
+                "GAPCalculator: stress needs a cell periodic in all three directions."
+            )
         fitted = self.model.fitted_
         try:
             fitted.check_species([self.atoms], "GAPCalculator")
@@ -118,8 +118,14 @@ class GAPCalculator(Calculator):
             raise CalculatorSetupError(str(err)) from err
         uncertainty = bool(self.parameters.get("uncertainty"))
         backend = resolve_device(self.device, "GAPCalculator")
-        (res,) = fitted.predict([self.atoms], forces=True, stress=bulk, std=uncertainty,
-                                backend=backend, n_jobs=self.model.n_jobs)
+        (res,) = fitted.predict(
+            [self.atoms],
+            forces=True,
+            stress=bulk,
+            std=uncertainty,
+            backend=backend,
+            n_jobs=self.model.n_jobs,
+        )
         self._version = fitted.version
         self.results["energy"] = res["energy"]
         self.results["free_energy"] = res["energy"]

@@ -122,8 +122,12 @@ def _cmd_eval(args) -> int:
             _check_png_output(plot, option)
     model = load(args.model, device=args.device)
     _say_device(model.device)
-    overrides = {"energy_key": args.energy_key, "forces_key": args.forces_key,
-                 "stress_key": args.stress_key, "n_jobs": args.n_jobs}
+    overrides = {
+        "energy_key": args.energy_key,
+        "forces_key": args.forces_key,
+        "stress_key": args.stress_key,
+        "n_jobs": args.n_jobs,
+    }
     model.set_params(**{k: v for k, v in overrides.items() if v is not None})
     model.set_params(verbose=not args.quiet)
     if args.calibrate is not None:
@@ -133,8 +137,7 @@ def _cmd_eval(args) -> int:
             model.save(args.output)
             print(f"calibrated model written to {Path(args.output).resolve()}")
     frames = read_structures(args.test)
-    labels = [read_labels(a, model.energy_key, model.forces_key, model.stress_key)
-              for a in frames]
+    labels = [read_labels(a, model.energy_key, model.forces_key, model.stress_key) for a in frames]
     want_std = args.uncertainty or args.plot_calibration is not None
     predictions = model.predict_all(frames, return_std=want_std)
     print(f"errors of {args.model} on {args.test}:")
@@ -153,18 +156,33 @@ def _cmd_eval(args) -> int:
                 e_std.append(pred["energy_std"])
         rows = []
         if f_err:
-            rows.append(("force components",
-                         calibration_metrics(np.concatenate(f_err), np.concatenate(f_std))))
+            rows.append(
+                (
+                    "force components",
+                    calibration_metrics(np.concatenate(f_err), np.concatenate(f_std)),
+                )
+            )
             per_atom = calibration_metrics(np.concatenate(a_err), np.concatenate(a_std))
-            rows.append(("forces per atom", {**per_atom, "coverage_1sigma": np.nan,
-                                             "coverage_2sigma": np.nan, "scale": np.nan}))
+            rows.append(
+                (
+                    "forces per atom",
+                    {
+                        **per_atom,
+                        "coverage_1sigma": np.nan,
+                        "coverage_2sigma": np.nan,
+                        "scale": np.nan,
+                    },
+                )
+            )
         if e_err:
             rows.append(("energies", calibration_metrics(np.array(e_err), np.array(e_std))))
         print(f"\nuncertainty ({model.variance.upper()}, scale {model.std_scale_:.3g}):")
         print(f"{'':<18}{'in 1 std':>9}{'in 2 std':>9}{'Spearman':>9}{'scale':>8}")
         for name, m in rows:
-            print(f"{name:<18}{m['coverage_1sigma']:>9.3f}{m['coverage_2sigma']:>9.3f}"
-                  f"{m['spearman']:>9.3f}{m['scale']:>8.3f}")
+            print(
+                f"{name:<18}{m['coverage_1sigma']:>9.3f}{m['coverage_2sigma']:>9.3f}"
+                f"{m['spearman']:>9.3f}{m['scale']:>8.3f}"
+            )
         print("(calibrated Gaussian errors: 0.683 in 1 std, 0.954 in 2 std, scale 1)")
         if args.plot_calibration is not None and f_err:
             from .plots import calibration_plot
@@ -189,8 +207,14 @@ def _cmd_demo(args) -> int:
     print(f"bundled Cu/EMT data: {len(train)} training and {len(test)} test structures")
     model = GAPRegressor(
         SOAP(r_cut=4.0, n_max=6, l_max=4, sigma=0.5),
-        n_sparse=200, sigma_energy=0.001, sigma_force=0.03, sigma_virial=0.02,
-        n_jobs=args.n_jobs, random_state=0, verbose=not args.quiet, device=args.device,
+        n_sparse=200,
+        sigma_energy=0.001,
+        sigma_force=0.03,
+        sigma_virial=0.02,
+        n_jobs=args.n_jobs,
+        random_state=0,
+        verbose=not args.quiet,
+        device=args.device,
     )
     _say_device(args.device)
     print("fitting SOAP(r_cut=4, n_max=6, l_max=4, sigma=0.5), zeta=4, 200 CUR sparse points")
@@ -201,8 +225,10 @@ def _cmd_demo(args) -> int:
     print(model.evaluate(test))
     model.save(args.output)
     print(f"\nmodel written to {Path(args.output).resolve()}")
-    print(f"use it: gapkit eval {args.output} TEST.xyz, or in Python: "
-          f"atoms.calc = gapkit.load({str(args.output)!r}).calculator()")
+    print(
+        f"use it: gapkit eval {args.output} TEST.xyz, or in Python: "
+        f"atoms.calc = gapkit.load({str(args.output)!r}).calculator()"
+    )
     return 0
 
 
@@ -226,10 +252,14 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def device_option(p, default=None):
-        p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=default,
-                       help="where kernels, solve and predictions run: NumPy on the CPU or "
-                       "CuPy on an NVIDIA GPU; 'auto' takes the GPU when there is one "
-                       f"(default: {default or 'the config or model setting, else cpu'})")
+        p.add_argument(
+            "--device",
+            choices=["cpu", "cuda", "auto"],
+            default=default,
+            help="where kernels, solve and predictions run: NumPy on the CPU or "
+            "CuPy on an NVIDIA GPU; 'auto' takes the GPU when there is one "
+            f"(default: {default or 'the config or model setting, else cpu'})",
+        )
 
     def label_options(p):
         p.add_argument("--energy-key", help="info key of the energies (default: auto)")
@@ -244,11 +274,17 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", type=Path, help="JSON or TOML file of model parameters")
     fit.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
     fit.add_argument("--test", type=Path, help="also print errors on these structures")
-    fit.add_argument("--seed", type=int, default=None,
-                     help="random seed of the sparse-point selection (default: the config's "
-                     "random_state, else 0), so that two fits of the same data agree")
-    fit.add_argument("--scheduler", help="Dask: 'local' (start a LocalCluster) or the address "
-                     "of a running scheduler")
+    fit.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="random seed of the sparse-point selection (default: the config's "
+        "random_state, else 0), so that two fits of the same data agree",
+    )
+    fit.add_argument(
+        "--scheduler",
+        help="Dask: 'local' (start a LocalCluster) or the address of a running scheduler",
+    )
     fit.add_argument("--workers", type=int, help="workers of the local Dask cluster")
     label_options(fit)
     fit.set_defaults(func=_cmd_fit)
@@ -257,13 +293,20 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("model", type=Path)
     ev.add_argument("test", type=Path)
     ev.add_argument("--plot", type=Path, help="write a parity plot (PNG)")
-    ev.add_argument("--uncertainty", action="store_true",
-                    help="report how well the predicted stds match the errors")
+    ev.add_argument(
+        "--uncertainty",
+        action="store_true",
+        help="report how well the predicted stds match the errors",
+    )
     ev.add_argument("--plot-calibration", type=Path, help="write a calibration plot (PNG)")
-    ev.add_argument("--calibrate", type=Path,
-                    help="fit the std scale factor on these (validation) structures first")
-    ev.add_argument("-o", "--output", type=Path, help="with --calibrate: write the calibrated "
-                    "model here")
+    ev.add_argument(
+        "--calibrate",
+        type=Path,
+        help="fit the std scale factor on these (validation) structures first",
+    )
+    ev.add_argument(
+        "-o", "--output", type=Path, help="with --calibrate: write the calibrated model here"
+    )
     label_options(ev)
     ev.set_defaults(func=_cmd_eval)
 
@@ -303,10 +346,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gapkit {args.command}: error: {err}", file=sys.stderr)
         return 2
     except MemoryError as err:
-        print(f"gapkit {args.command}: error: out of memory ({err or 'MemoryError'}); a "
-              "file may ask for more memory than it should hold (a damaged or crafted model "
-              "or data file?), or the problem is too large for this machine (fewer sparse "
-              "points or structures, or more memory).", file=sys.stderr)
+        print(
+            f"gapkit {args.command}: error: out of memory ({err or 'MemoryError'}); a "
+            "file may ask for more memory than it should hold (a damaged or crafted model "
+            "or data file?), or the problem is too large for this machine (fewer sparse "
+            "points or structures, or more memory).",
+            file=sys.stderr,
+        )
         return 2
 
 

@@ -261,8 +261,7 @@ class SOAP(BaseEstimator):
                 dtype="float64",
                 cutoff_tolerance=float(self.cutoff_tolerance),
             )
-            weights = _pair_weights(engine, int(self.n_max), int(self.l_max),
-                                    self.species_numbers)
+            weights = _pair_weights(engine, int(self.n_max), int(self.l_max), self.species_numbers)
             # DScribe has no public accessor for its orthonormalised GTO basis;
             # dscribe is pinned below 3 while these are read (pyproject.toml)
             alphas, betas = engine._alphas, engine._betas  # noqa: SLF001
@@ -455,8 +454,15 @@ class SOAP(BaseEstimator):
         unique, row = np.unique(keys, return_inverse=True)
         n_pairs = len(pairs.local)
         dq, strain = self._basis().normalised_derivatives(
-            pairs.starts, pairs.species, pairs.vectors, c, q, norm, row[:n_pairs],
-            row[n_pairs:], len(unique),
+            pairs.starts,
+            pairs.species,
+            pairs.vectors,
+            c,
+            q,
+            norm,
+            row[:n_pairs],
+            row[n_pairs:],
+            len(unique),
         )
         return StructureDescriptor(
             features=q,
@@ -550,8 +556,7 @@ class SOAP(BaseEstimator):
         return np.asarray(eps, dtype=float), forces, virial
 
 
-def _pair_weights(engine: _DScribeSOAP, n_max: int, l_max: int,
-                  numbers: np.ndarray) -> np.ndarray:
+def _pair_weights(engine: _DScribeSOAP, n_max: int, l_max: int, numbers: np.ndarray) -> np.ndarray:
     """sqrt(2) on the entries DScribe stores once for two ordered pairs.
 
     Within a same-species block DScribe's layout is l-major, then the upper

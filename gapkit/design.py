@@ -45,8 +45,7 @@ def _species_blocks(sparse_numbers, numbers: np.ndarray):
     species = np.unique(z_sparse)
     cols = [np.flatnonzero(z_sparse == z) for z in species]
     order = np.concatenate(cols) if cols else np.zeros(0, int)
-    blocks = [(int(z), c, np.flatnonzero(numbers == z)) for z, c in zip(species, cols,
-                                                                         strict=True)]
+    blocks = [(int(z), c, np.flatnonzero(numbers == z)) for z, c in zip(species, cols, strict=True)]
     return blocks, order
 
 
@@ -64,8 +63,7 @@ def _on(xp, x, dev):
     return xp.asarray(x, device=dev)
 
 
-def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, delta,
-                      zeta: int):
+def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, delta, zeta: int):
     """Kernel rows of the local energies, ``k(q_i, q_m)``, shape (n_atoms, M).
 
     Parameters
@@ -91,8 +89,16 @@ def local_energy_rows(features, numbers: np.ndarray, q_sparse, sparse_numbers, d
     return _join_columns(xp, parts, order, dev)
 
 
-def local_energy_gradients(features, numbers: np.ndarray, q_sparse, sparse_numbers, weights,
-                           zeta: int, *, gradient: bool = True):
+def local_energy_gradients(
+    features,
+    numbers: np.ndarray,
+    q_sparse,
+    sparse_numbers,
+    weights,
+    zeta: int,
+    *,
+    gradient: bool = True,
+):
     """Local energies ``eps_i`` and their gradients ``d eps_i / d q_i``.
 
     Parameters
@@ -203,8 +209,11 @@ def design_rows(
                 t = t * xp.take(g, _on(xp, row_of[desc.centre[p]], dev), axis=0)[:, None, :]
                 acc = acc + index_add(xp, _on(xp, desc.neighbour[p], dev), t, n_atoms)
             force.append(-acc)
-    out = {"energy": _join_columns(xp, energy, order, dev)} if energy else {
-        "energy": xp.zeros(len(order), dtype=q_sparse.dtype, device=dev)}
+    out = (
+        {"energy": _join_columns(xp, energy, order, dev)}
+        if energy
+        else {"energy": xp.zeros(len(order), dtype=q_sparse.dtype, device=dev)}
+    )
     if forces:
         out["forces"] = _join_columns(xp, force, order, dev)
     if virial:
@@ -251,9 +260,15 @@ def predict_structure(
     xp = namespace(q_sparse)
     dev = array_api_compat.device(q_sparse)
     n_atoms = len(desc.numbers) if n_atoms is None else n_atoms
-    energies, grad = local_energy_gradients(desc.features, desc.numbers, q_sparse,
-                                            sparse_numbers, weights, zeta,
-                                            gradient=forces or virial)
+    energies, grad = local_energy_gradients(
+        desc.features,
+        desc.numbers,
+        q_sparse,
+        sparse_numbers,
+        weights,
+        zeta,
+        gradient=forces or virial,
+    )
     out = {"energies": energies}
     if forces:
         w_pairs = xp.take(grad, _on(xp, desc.centre, dev), axis=0)

@@ -30,8 +30,11 @@ def dask_client(scheduler: str, n_workers: int | None = None) -> Iterator:
         ) from err
     if scheduler == "local":
         cluster = LocalCluster(
-            n_workers=n_workers or 2, threads_per_worker=1, processes=True,
-            host="127.0.0.1", dashboard_address=None,
+            n_workers=n_workers or 2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
             # one thread per worker for the compiled loops too (numba ignores OMP_*)
             env={"NUMBA_NUM_THREADS": "1"},
         )
@@ -69,8 +72,9 @@ def _merge(a: StreamingQR, b: StreamingQR) -> StreamingQR:
     return out
 
 
-def reduce_blocks_qr(client, func: Callable, blocks: Iterable, *args,
-                     window: int = 4) -> StreamingQR:
+def reduce_blocks_qr(
+    client, func: Callable, blocks: Iterable, *args, window: int = 4
+) -> StreamingQR:
     """``func(block, *args)`` (a :class:`StreamingQR`) for every block on the
     workers, merged as a tree while the blocks come in.
 
@@ -121,8 +125,7 @@ def _block_solver(block, arrays) -> StreamingQR:
     meta = {"energy": 0, "forces": 0, "virial": 0}
     items = []
     for atoms, labels, sig in block:
-        rows = structure_rows(descriptor, atoms, labels, sig, e0, q_sparse, z_sparse, delta,
-                              zeta)
+        rows = structure_rows(descriptor, atoms, labels, sig, e0, q_sparse, z_sparse, delta, zeta)
         items.append((rows.rows, rows.targets, rows.sigma))
         for key in ("energy", "forces", "virial"):
             meta[key] += rows.counts[key]
@@ -132,8 +135,20 @@ def _block_solver(block, arrays) -> StreamingQR:
     return solver
 
 
-def fold_rows_on_dask(client, solver: StreamingQR, frames, labels, noise, e0, descriptor,
-                      q_sparse, z_sparse, delta, zeta: int, l_factor) -> tuple[dict, int, float]:
+def fold_rows_on_dask(
+    client,
+    solver: StreamingQR,
+    frames,
+    labels,
+    noise,
+    e0,
+    descriptor,
+    q_sparse,
+    z_sparse,
+    delta,
+    zeta: int,
+    l_factor,
+) -> tuple[dict, int, float]:
     """Fold the rows of every structure into ``solver`` on Dask workers.
 
     Blocks of about ``ROWS_PER_BLOCK`` rows are turned into R factors on the
@@ -147,8 +162,9 @@ def fold_rows_on_dask(client, solver: StreamingQR, frames, labels, noise, e0, de
     n_data : int
     sum_log_sigma : float
     """
-    arrays = client.scatter((descriptor, e0, q_sparse, z_sparse, delta, zeta, l_factor),
-                            broadcast=True, hash=False)
+    arrays = client.scatter(
+        (descriptor, e0, q_sparse, z_sparse, delta, zeta, l_factor), broadcast=True, hash=False
+    )
 
     def blocks():
         current, n_rows = [], 0

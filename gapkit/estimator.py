@@ -42,6 +42,7 @@ from .sparsify import check_sparse_points, select_from_features, sparse_cholesky
 
 __all__ = ["GAPRegressor", "load"]
 
+
 def _view(name: str, doc: str):
     """A read-only attribute of the fitted model (AttributeError before ``fit``)."""
 
@@ -50,8 +51,11 @@ def _view(name: str, doc: str):
         if fitted is None:
             raise AttributeError(f"{type(self).__name__} is not fitted: no {name}_.")
         value = getattr(fitted, name)
-        return {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()} if \
-            isinstance(value, dict) else value
+        return (
+            {k: dict(v) if isinstance(v, dict) else v for k, v in value.items()}
+            if isinstance(value, dict)
+            else value
+        )
 
     return property(get, doc=doc)
 
@@ -253,8 +257,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
 
     def _noise(self) -> NoiseModel:
         try:
-            return NoiseModel(self.sigma_energy, self.sigma_force, self.sigma_virial,
-                              self.config_type_sigma)
+            return NoiseModel(
+                self.sigma_energy, self.sigma_force, self.sigma_virial, self.config_type_sigma
+            )
         except InvalidParameterError as err:
             raise InvalidParameterError(f"GAPRegressor: {err}") from None
 
@@ -263,8 +268,13 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return resolve_device(self.device, "GAPRegressor")
 
     def _progress(self, desc: str):
-        return lambda it, total: tqdm(it, total=total, desc=desc, disable=not self.verbose,
-                                      leave=False)
+        return lambda it, total: tqdm(
+            it, total=total, desc=desc, disable=not self.verbose, leave=False
+        )
+
+    def _run(self, extra: dict | None = None) -> dict:
+        """Where and how the numeric work runs (execution settings, not the model)."""
+        return {"backend": self._backend(), "n_jobs": self.n_jobs, **(extra or {})}
 
     def _keys(self) -> tuple:
         return (self.energy_key, self.forces_key, self.stress_key)
@@ -321,33 +331,27 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         baseline = None if self.baseline is None else copy_baseline(self.baseline)
         labels = self._labels(frames, y, owner, baseline)
         e0 = fit_e0(self.e0, frames, labels, species)
-        # None: fresh entropy, recorded so that the fit can be repeated
-        seed = self.random_state if self.random_state is not None else int(
-            np.random.SeedSequence().entropy)
+        seed = _seed(self.random_state)
         if sparse_points is not None:
-            q, z = check_sparse_points(sparse_points, descriptor.n_features,
-                                       descriptor.species_numbers, owner)
+            q, z = check_sparse_points(
+                sparse_points, descriptor.n_features, descriptor.species_numbers, owner
+            )
         else:
             feats = _descriptor_stream(frames, descriptor, self.n_jobs, client)
-            q, z = select_from_features(self._progress("descriptors")(feats, len(frames)),
-                                        [a.numbers for a in frames], n_sparse,
-                                        self.sparse_method, np.random.default_rng(seed))
+            feats = self._progress("descriptors")(feats, len(frames))
+            numbers = [a.numbers for a in frames]
+            rng = np.random.default_rng(seed)
+            q, z = select_from_features(feats, numbers, n_sparse, self.sparse_method, rng)
         backend = self._backend() if client is None else resolve_device("cpu")
-        solved = _solve(frames, labels, descriptor, e0, q, z, delta, zeta=self.zeta,
-                        jitter=self.jitter, noise=self._noise(), optimize=self.optimize,
-                        n_jobs=self.n_jobs, progress=self._progress("fit"), backend=backend,
-                        client=client)
-        solver, noise, hyper, delta_pts, l_mm, counts, n_data, sum_log = solved
-        self.fitted_ = FittedGAP(
-            descriptor=descriptor, species=species, zeta=int(self.zeta), e0=e0,
-            sparse_features=q, sparse_numbers=z, delta=delta_pts,
-            coefficients=to_numpy(solver.solve()), r_factor=to_numpy(solver.r),
-            qtb=to_numpy(solver.qtb), residual=solver.residual, sparse_cholesky=l_mm,
-            jitter=float(self.jitter), noise=noise, hyperparameters=hyper,
-            log_marginal_likelihood=log_marginal_likelihood(
-                solver, l_mm, n_data=n_data, sum_log_sigma=sum_log),
-            n_observations=counts, n_data=n_data, sum_log_sigma=sum_log,
-            variance=self.variance, baseline=baseline, random_state=seed)
+        params = {
+            **self.get_params(deep=False),
+            "noise": self._noise(),
+            "client": client,
+            "baseline": baseline,
+            "random_state": seed,
+        }  # fitted, not as given
+        run = {"progress": self._progress("fit"), "backend": backend}
+        self.fitted_ = _fit_model(frames, labels, descriptor, e0, (q, z, delta), params, **run)
         self.device_ = backend.device
         return self
 
@@ -371,33 +375,18 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         frames = check_structures(X, owner)
         fitted.check_species(frames, owner)
         labels = self._labels(frames, y, owner, fitted.baseline)
-        backend = self._backend()
-        solver = StreamingQR.from_factors(backend.asarray(fitted.r_factor),
-                                          backend.asarray(fitted.qtb), fitted.residual)
-        counts = dict(fitted.n_observations)
-        rows = compute_rows(fitted.descriptor, frames, labels, fitted.noise, fitted.e0,
-                            fitted.sparse_features, fitted.sparse_numbers, fitted.delta,
-                            fitted.zeta, backend=backend, n_jobs=self.n_jobs,
-                            progress=self._progress("update"))
-        n_new, log_new = fold_structures(solver, rows, backend, counts, rows_per_block=1)
-        n_data, sum_log = fitted.n_data + n_new, fitted.sum_log_sigma + log_new
-        self.fitted_ = fitted.replace(
-            coefficients=to_numpy(solver.solve()), r_factor=to_numpy(solver.r),
-            qtb=to_numpy(solver.qtb), residual=solver.residual, n_observations=counts,
-            n_data=n_data, sum_log_sigma=sum_log,
-            log_marginal_likelihood=log_marginal_likelihood(
-                solver, backend.asarray(fitted.sparse_cholesky), n_data=n_data,
-                sum_log_sigma=sum_log))
+        rows = fitted.rows(frames, labels, **self._run({"progress": self._progress("update")}))
+        self.fitted_ = fitted.with_rows(rows, backend=self._backend())
         return self
 
     # ---------------------------------------------------------- predict
-    def _predict(self, X, owner: str, *, forces: bool, stress: bool, std: bool) -> list[dict]:
+    def _predict(self, X, method: str, *, forces: bool, stress: bool, std: bool) -> list[dict]:
+        owner = f"GAPRegressor.{method}"
         fitted = self._fitted()
         frames = check_structures(X, owner)
         fitted.check_species(frames, owner)
-        return fitted.predict(frames, forces=forces, stress=stress, std=std,
-                              backend=self._backend(), n_jobs=self.n_jobs,
-                              scheduler=self.scheduler, progress=self._progress("predict"))
+        where = {"scheduler": self.scheduler, "progress": self._progress("predict")}
+        return fitted.predict(frames, forces=forces, stress=stress, std=std, **self._run(where))
 
     def predict(self, X: Sequence[Atoms], return_std: bool = False):
         """Total energies in eV, shape (n_structures,).
@@ -405,44 +394,42 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         With ``return_std=True`` also the posterior standard deviation of each
         energy (eV), in the fitted ``variance`` form.
         """
-        res = self._predict(X, "GAPRegressor.predict", forces=False, stress=False,
-                            std=return_std)
+        res = self._predict(X, "predict", forces=False, stress=False, std=return_std)
         return _pick(res, "energy", return_std, np.array)
 
     def predict_local_energies(self, X: Sequence[Atoms], return_std: bool = False):
         """Per-atom energies ``e0(Z_i) + eps_i`` in eV, one array per structure
         (and their standard deviations with ``return_std=True``)."""
-        res = self._predict(X, "GAPRegressor.predict_local_energies", forces=False,
-                            stress=False, std=return_std)
+        res = self._predict(X, "predict_local_energies", forces=False, stress=False, std=return_std)
         return _pick(res, "energies", return_std, list)
 
     def predict_forces(self, X: Sequence[Atoms], return_std: bool = False):
         """Forces in eV/Å, a list of arrays of shape (n_atoms, 3) (and the std of each
         component with ``return_std=True``)."""
-        res = self._predict(X, "GAPRegressor.predict_forces", forces=True, stress=False,
-                            std=return_std)
+        res = self._predict(X, "predict_forces", forces=True, stress=False, std=return_std)
         return _pick(res, "forces", return_std, list)
 
     def predict_stress(self, X: Sequence[Atoms], return_std: bool = False):
         """Stresses in eV/Å³ (ASE sign, Voigt order), shape (n_structures, 6); NaN for
         structures not periodic in three directions (std likewise)."""
-        res = self._predict(X, "GAPRegressor.predict_stress", forces=False, stress=True,
-                            std=return_std)
+        res = self._predict(X, "predict_stress", forces=False, stress=True, std=return_std)
         return _pick(res, "stress", return_std, np.array, missing=np.full(6, np.nan))
 
-    def predict_all(self, X: Sequence[Atoms], *, stress: bool = True,
-                    return_std: bool = False) -> list[dict]:
+    def predict_all(
+        self, X: Sequence[Atoms], *, stress: bool = True, return_std: bool = False
+    ) -> list[dict]:
         """Everything in one pass, one dict per structure: ``energy``, ``energies``,
         ``forces``, ``stress`` (bulk cells) and with ``return_std`` their ``*_std``."""
-        return self._predict(X, "GAPRegressor.predict_all", forces=True, stress=stress,
-                             std=return_std)
+        return self._predict(X, "predict_all", forces=True, stress=stress, std=return_std)
 
     # ---------------------------------------------------------- metrics
     def _reference(self, X, owner: str):
         frames = check_structures(X, owner)
         self._fitted().check_species(frames, owner)
-        labels = [read_labels(a, *self._keys(), where=f"{owner}: structure {k}")
-                  for k, a in enumerate(frames)]
+        labels = [
+            read_labels(a, *self._keys(), where=f"{owner}: structure {k}")
+            for k, a in enumerate(frames)
+        ]
         return frames, labels
 
     def evaluate(self, X: Sequence[Atoms]) -> EvaluationReport:
@@ -460,8 +447,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
             if any(e is None for e in y):
                 raise MissingLabelError("GAPRegressor.score: a structure has no energy label.")
         n = np.array([len(a) for a in frames])
-        return float(r2_score(np.asarray(y, float) / n, self.predict(frames) / n,
-                              sample_weight=sample_weight))
+        per_atom = np.asarray(y, float) / n
+        return float(r2_score(per_atom, self.predict(frames) / n, sample_weight=sample_weight))
 
     def calibrate(self, X: Sequence[Atoms], on: str = "forces") -> GAPRegressor:
         """Fit :attr:`std_scale_` on validation structures.
@@ -476,14 +463,17 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         """
         if on not in ("forces", "energy"):
             raise InvalidParameterError(
-                f"GAPRegressor.calibrate: 'on' must be 'forces' or 'energy'; got {on!r}.")
+                f"GAPRegressor.calibrate: 'on' must be 'forces' or 'energy'; got {on!r}."
+            )
         frames, labels = self._reference(X, "GAPRegressor.calibrate")
         fitted = self.fitted_.replace(std_scale=1.0)
-        res = fitted.predict(frames, forces=on == "forces", stress=False, std=True,
-                             backend=self._backend(), n_jobs=self.n_jobs)
+        res = fitted.predict(frames, forces=on == "forces", stress=False, std=True, **self._run())
         key = "forces" if on == "forces" else "energy"
-        pairs = [(np.ravel(r[key] - getattr(lab, key)), np.ravel(r[f"{key}_std"]))
-                 for r, lab in zip(res, labels, strict=True) if getattr(lab, key) is not None]
+        pairs = [
+            (np.ravel(r[key] - getattr(lab, key)), np.ravel(r[f"{key}_std"]))
+            for r, lab in zip(res, labels, strict=True)
+            if getattr(lab, key) is not None
+        ]
         if not pairs:
             raise MissingLabelError(f"GAPRegressor.calibrate: no {on} labels to calibrate on.")
         errors, stds = (np.concatenate(x) for x in zip(*pairs, strict=True))
@@ -504,8 +494,11 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         state, arrays = self._fitted().to_file_state()
         params = self.get_params(deep=False)
         # the baseline is stored as fitted; where the fit ran is not part of the model
-        params.update(descriptor=None if self.descriptor is None else
-                      self.descriptor.get_params(), baseline=None, scheduler=None)
+        params.update(
+            descriptor=None if self.descriptor is None else self.descriptor.get_params(),
+            baseline=None,
+            scheduler=None,
+        )
         write_model_file(path, {"model": state, "params": _json_params(params)}, arrays)
 
     def __sklearn_tags__(self):
@@ -546,8 +539,9 @@ def load(path, device: str | None = None) -> GAPRegressor:
     try:
         descriptor = params.pop("descriptor", None)
         params.pop("baseline", None)
-        model = GAPRegressor(descriptor=None if descriptor is None else SOAP(**descriptor),
-                             **params)
+        model = GAPRegressor(
+            descriptor=None if descriptor is None else SOAP(**descriptor), **params
+        )
         model.baseline = None if fitted.baseline is None else copy_baseline(fitted.baseline)
         validate_params(model.get_params(deep=False), GAP_CONSTRAINTS, "GAPRegressor")
     except (TypeError, InvalidParameterError) as err:
@@ -565,7 +559,8 @@ def _check_listed(frames, species: list[str], owner: str) -> None:
         if unknown:
             raise UnknownSpeciesError(
                 f"{owner}: structure {k} contains {', '.join(unknown)}, which the "
-                f"descriptor's species do not include ({', '.join(species)}).")
+                f"descriptor's species do not include ({', '.join(species)})."
+            )
 
 
 def _json_params(params: dict) -> dict:
@@ -573,40 +568,92 @@ def _json_params(params: dict) -> dict:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
 
 
-def _solve(frames, labels, descriptor, e0, q, z, delta: dict, *, zeta: int, jitter: float,
-           noise: NoiseModel, optimize, n_jobs, progress, backend: Backend, client):
+def _seed(random_state) -> int:
+    """The seed of the sparse points: as given, or (None) fresh entropy, recorded so
+    that the fit can be repeated."""
+    return random_state if random_state is not None else int(np.random.SeedSequence().entropy)
+
+
+def _fit_model(
+    frames, labels, descriptor, e0, sparse, params, *, progress, backend: Backend
+) -> FittedGAP:
     """Rows of every structure folded into a QR (or the hyperparameters optimised on
-    them): the solver, the noise model, hyperparameters, delta per point, the
-    Cholesky factor of K_MM, observation counts, number of rows and sum log sigma."""
+    them) at the sparse points ``(q, z, delta per species)``: the fitted model.
+    ``params`` are the estimator's with the noise model, the Dask client, the
+    fitted baseline and the seed."""
+    q, z, delta = sparse
+    zeta, noise = params["zeta"], params["noise"]
     delta_pts = delta_per_point(delta, z)
-    l_mm = sparse_cholesky(q, z, delta_pts, zeta, jitter, backend)
+    l_mm = sparse_cholesky(q, z, delta_pts, zeta, params["jitter"], backend)
     # rows are solved in the basis whitened by L, the prior rows being the identity
     solver = StreamingQR(len(z), prior=backend.asarray(l_mm))
     hyper = {"delta": delta, **noise.defaults}
-    if client is not None and not optimize:
+    counts = {"energy": 0, "forces": 0, "virial": 0}
+    client = params["client"]
+    if client is not None and not params["optimize"]:
         from .distributed import fold_rows_on_dask
 
         counts, n_data, sum_log = fold_rows_on_dask(
-            client, solver, frames, labels, noise, e0, descriptor, q, z, delta_pts,
-            zeta, l_mm)
+            client, solver, frames, labels, noise, e0, descriptor, q, z, delta_pts, zeta, l_mm
+        )
     else:
-        counts = {"energy": 0, "forces": 0, "virial": 0}
-        rows = compute_rows(descriptor, frames, labels, noise, e0, q, z, delta_pts,
-                            zeta, backend=backend, n_jobs=n_jobs,
-                            progress=progress)
-        if optimize:
+        rows = compute_rows(
+            descriptor,
+            frames,
+            labels,
+            noise,
+            e0,
+            q,
+            z,
+            delta_pts,
+            zeta,
+            backend=backend,
+            n_jobs=params["n_jobs"],
+            progress=progress,
+        )
+        if params["optimize"]:
             kept = list(rows)  # the design matrix stays in memory while optimising
             counts = {k: sum(r.counts[k] for r in kept) for k in counts}
             result = optimize_hyperparameters(
-                kept, optimize=optimize, start=hyper, sparse_numbers=z,
-                delta=delta_pts, l_factor=l_mm, backend=backend)
-            solver, hyper, delta_pts, l_mm = (result.solver, result.hyperparameters,
-                                              result.delta, result.l_factor)
+                kept,
+                optimize=params["optimize"],
+                start=hyper,
+                sparse_numbers=z,
+                delta=delta_pts,
+                l_factor=l_mm,
+                backend=backend,
+            )
+            solver, hyper = result.solver, result.hyperparameters
+            delta_pts, l_mm = result.delta, result.l_factor
             n_data, sum_log = result.n_data, result.sum_log_sigma
             noise = noise.with_defaults(**{k: hyper[k] for k in noise.defaults})
         else:
             n_data, sum_log = fold_structures(solver, rows, backend, counts)
-    return solver, noise, hyper, delta_pts, l_mm, counts, n_data, sum_log
+    lml = log_marginal_likelihood(solver, l_mm, n_data=n_data, sum_log_sigma=sum_log)
+    return FittedGAP(
+        descriptor=descriptor,
+        species=descriptor.species_symbols,
+        zeta=int(zeta),
+        e0=e0,
+        sparse_features=q,
+        sparse_numbers=z,
+        delta=delta_pts,
+        coefficients=to_numpy(solver.solve()),
+        r_factor=to_numpy(solver.r),
+        qtb=to_numpy(solver.qtb),
+        residual=solver.residual,
+        sparse_cholesky=l_mm,
+        jitter=float(params["jitter"]),
+        noise=noise,
+        hyperparameters=hyper,
+        log_marginal_likelihood=lml,
+        n_observations=counts,
+        n_data=n_data,
+        sum_log_sigma=sum_log,
+        variance=params["variance"],
+        baseline=params["baseline"],
+        random_state=params["random_state"],
+    )
 
 
 def _per_species(value, species: Sequence[str], name: str) -> dict:
@@ -614,9 +661,11 @@ def _per_species(value, species: Sequence[str], name: str) -> dict:
         missing = [s for s in species if s not in value]
         if missing:
             raise InvalidParameterError(
-                f"GAPRegressor: {name!r} has no value for {', '.join(missing)}.")
+                f"GAPRegressor: {name!r} has no value for {', '.join(missing)}."
+            )
         return {s: value[s] for s in species}
     return dict.fromkeys(species, value)
+
 
 def _pick(results: list[dict], key: str, std: bool, kind, missing=None):
     """``key`` (and ``key_std``) of every structure's results, as ``kind``."""
@@ -636,4 +685,5 @@ def _descriptor_stream(frames, descriptor, n_jobs, client):
         return map_ordered(client, _features_of, frames, descriptor)
     n_jobs = 1 if len(frames) <= 1 else (n_jobs or 1)
     return Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(descriptor.features)(a) for a in frames)
+        delayed(descriptor.features)(a) for a in frames
+    )

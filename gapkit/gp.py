@@ -84,8 +84,10 @@ class StreamingQR:
             xp = namespace(prior)
             dev = array_api_compat.device(prior)
             eye = xp.eye(n_columns, dtype=prior.dtype, device=dev)
-            self._fold(xp, xp.concat([eye, xp.zeros((n_columns, 1), dtype=prior.dtype,
-                                                     device=dev)], axis=1))
+            self._fold(
+                xp,
+                xp.concat([eye, xp.zeros((n_columns, 1), dtype=prior.dtype, device=dev)], axis=1),
+            )
         #: Additive bookkeeping carried through merges (observation counts,
         #: sums of log noise), e.g. for blocks computed on Dask workers.
         self.meta: dict[str, float] = {}
@@ -151,8 +153,9 @@ class StreamingQR:
         k = self._r.shape[0]
         if k >= m + 1:
             return self._r
-        pad = xp.zeros((m + 1 - k, m + 1), dtype=self._r.dtype,
-                       device=array_api_compat.device(self._r))
+        pad = xp.zeros(
+            (m + 1 - k, m + 1), dtype=self._r.dtype, device=array_api_compat.device(self._r)
+        )
         return xp.concat([self._r, pad], axis=0)
 
     @property
@@ -207,9 +210,14 @@ class StreamingQR:
         return solve_triangular(xp, self._prior, x, lower=True, trans=True)
 
 
-def log_marginal_likelihood(solver: StreamingQR, l_factor, sigma=None, *,
-                            n_data: int | None = None,
-                            sum_log_sigma: float | None = None) -> float:
+def log_marginal_likelihood(
+    solver: StreamingQR,
+    l_factor,
+    sigma=None,
+    *,
+    n_data: int | None = None,
+    sum_log_sigma: float | None = None,
+) -> float:
     """Log marginal likelihood of the data under the sparse GP (DTC/SoR prior).
 
     ``y ~ N(0, K_NM K_MM^-1 K_MN + Lambda)``. With the factors of the fit,

@@ -60,10 +60,17 @@ def optimizable_names(optimize, species: Sequence[str], kind: np.ndarray) -> lis
     return names
 
 
-def optimize_hyperparameters(structures: Sequence[StructureRows], *, optimize,
-                             start: Mapping, sparse_numbers: np.ndarray, delta: np.ndarray,
-                             l_factor: np.ndarray, backend: Backend,
-                             initial: Mapping | None = None) -> HyperparameterFit:
+def optimize_hyperparameters(
+    structures: Sequence[StructureRows],
+    *,
+    optimize,
+    start: Mapping,
+    sparse_numbers: np.ndarray,
+    delta: np.ndarray,
+    l_factor: np.ndarray,
+    backend: Backend,
+    initial: Mapping | None = None,
+) -> HyperparameterFit:
     """Maximise the log marginal likelihood over log delta (per species) and log sigmas.
 
     Parameters
@@ -97,15 +104,23 @@ def optimize_hyperparameters(structures: Sequence[StructureRows], *, optimize,
         values found are used).
     """
     rows = backend.xp.concat([r.rows for r in structures], axis=0)
-    targets, sigma, kind = (np.concatenate([getattr(r, k) for r in structures])
-                            for k in ("targets", "sigma", "kind"))
+    targets, sigma, kind = (
+        np.concatenate([getattr(r, k) for r in structures]) for k in ("targets", "sigma", "kind")
+    )
     species = list(start["delta"])
     names = optimizable_names(optimize, species, kind)
-    x_start = {**{k: float(start[k]) for k in SIGMA_OF_KIND.values()},
-               **{f"delta_{s}": float(start["delta"][s]) for s in species}}
-    first = x_start if initial is None else {
-        **{k: float(initial[k]) for k in SIGMA_OF_KIND.values()},
-        **{f"delta_{s}": float(initial["delta"][s]) for s in species}}
+    x_start = {
+        **{k: float(start[k]) for k in SIGMA_OF_KIND.values()},
+        **{f"delta_{s}": float(start["delta"][s]) for s in species},
+    }
+    first = (
+        x_start
+        if initial is None
+        else {
+            **{k: float(initial[k]) for k in SIGMA_OF_KIND.values()},
+            **{f"delta_{s}": float(initial["delta"][s]) for s in species},
+        }
+    )
     x0 = np.log([first[n] for n in names])
     l0_d = backend.asarray(l_factor)
 
@@ -122,22 +137,26 @@ def optimize_hyperparameters(structures: Sequence[StructureRows], *, optimize,
         _, noise, ratio = unpack(x)
         ratio_d, noise_d = backend.asarray(ratio), backend.asarray(noise)
         solver = StreamingQR(len(sparse_numbers), prior=l0_d * ratio_d[:, None])
-        solver.add_rows(rows * (ratio_d**2)[None, :] / noise_d[:, None],
-                        backend.asarray(targets / noise))
+        solver.add_rows(
+            rows * (ratio_d**2)[None, :] / noise_d[:, None], backend.asarray(targets / noise)
+        )
         return solver, noise, ratio
 
     def objective(x):
         solver, noise, ratio = build(x)
         return -log_marginal_likelihood(solver, l_factor * ratio[:, None], noise)
 
-    bounds = [tuple(np.log(SIGMA_BOUNDS if n.startswith("sigma") else DELTA_BOUNDS))
-              for n in names]
+    bounds = [tuple(np.log(SIGMA_BOUNDS if n.startswith("sigma") else DELTA_BOUNDS)) for n in names]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         # central differences: the LML is a sum of large terms, so forward
         # differences with tiny steps are dominated by rounding
         result = scipy.optimize.minimize(
-            objective, x0, method="L-BFGS-B", bounds=bounds, jac="3-point",
+            objective,
+            x0,
+            method="L-BFGS-B",
+            bounds=bounds,
+            jac="3-point",
             options={"maxiter": 100, "finite_diff_rel_step": 1e-4},
         )
         converged = bool(result.success)
@@ -145,7 +164,10 @@ def optimize_hyperparameters(structures: Sequence[StructureRows], *, optimize,
             # L-BFGS stops ("ABNORMAL") when finite-difference gradients get noisy
             # near the optimum; a derivative-free polish from there settles it.
             polish = scipy.optimize.minimize(
-                objective, result.x, method="Powell", bounds=bounds,
+                objective,
+                result.x,
+                method="Powell",
+                bounds=bounds,
                 options={"xtol": 1e-3, "ftol": 1e-9, "maxfev": 400},
             )
             converged = bool(polish.success)
@@ -154,13 +176,23 @@ def optimize_hyperparameters(structures: Sequence[StructureRows], *, optimize,
     if not converged:
         warnings.warn(
             f"hyperparameter optimisation did not converge ({result.message}); "
-            "using the best values found.", ConvergenceWarning, stacklevel=3)
+            "using the best values found.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     values, _, _ = unpack(result.x)
     solver, noise, ratio = build(result.x)
-    hyper = {"delta": {s: float(values[f"delta_{s}"]) for s in species},
-             **{k: float(values[k]) for k in SIGMA_OF_KIND.values()}}
+    hyper = {
+        "delta": {s: float(values[f"delta_{s}"]) for s in species},
+        **{k: float(values[k]) for k in SIGMA_OF_KIND.values()},
+    }
     return HyperparameterFit(
-        hyperparameters=hyper, delta=delta * ratio, l_factor=l_factor * ratio[:, None],
-        solver=solver, log_marginal_likelihood=-float(result.fun), converged=converged,
-        n_data=len(noise), sum_log_sigma=float(np.sum(np.log(noise))))
-
+        hyperparameters=hyper,
+        delta=delta * ratio,
+        l_factor=l_factor * ratio[:, None],
+        solver=solver,
+        log_marginal_likelihood=-float(result.fun),
+        converged=converged,
+        n_data=len(noise),
+        sum_log_sigma=float(np.sum(np.log(noise))),
+    )

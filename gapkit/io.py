@@ -98,8 +98,14 @@ _ARRAYS = {
 _OWNER = "GAPRegressor.save"
 _HEADER_MEMBER = "header.json"
 _CHECKSUM_MEMBER = "header.sha256"
-_REQUIRED_KEYS = ("format", "schema_version", "gapkit_version", "dscribe_version", "state",
-                  "arrays")
+_REQUIRED_KEYS = (
+    "format",
+    "schema_version",
+    "gapkit_version",
+    "dscribe_version",
+    "state",
+    "arrays",
+)
 _DTYPES = {"float64": np.dtype("<f8"), "int64": np.dtype("<i8")}
 _NAME = re.compile(r"[A-Za-z0-9_]{1,128}")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -177,31 +183,38 @@ def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> Path:
     owner = _OWNER
     if not isinstance(header, dict):
         raise InvalidParameterError(
-            f"{owner}: 'header' must be a dict; got {type(header).__name__}.")
+            f"{owner}: 'header' must be a dict; got {type(header).__name__}."
+        )
     if not isinstance(arrays, dict):
         raise InvalidParameterError(
-            f"{owner}: 'arrays' must be a dict of name to ndarray; got {type(arrays).__name__}.")
+            f"{owner}: 'arrays' must be a dict of name to ndarray; got {type(arrays).__name__}."
+        )
     prepared: dict[str, np.ndarray] = {}
     entries: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
         if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidParameterError(
-                f"{owner}: array name {name!r} is not allowed; use 1 to 128 letters, digits "
-                "or '_'.")
+                f"{owner}: array name {name!r} is not allowed; use 1 to 128 letters, digits or '_'."
+            )
         if not isinstance(arr, np.ndarray):
             raise InvalidParameterError(
-                f"{owner}: array {name!r} must be a numpy ndarray; got {type(arr).__name__}.")
+                f"{owner}: array {name!r} must be a numpy ndarray; got {type(arr).__name__}."
+            )
         kind = _dtype_name(arr.dtype)
         if kind is None:
-            why = " (object arrays would need pickle, which model files never hold)" \
-                if arr.dtype.hasobject else ""
+            why = (
+                " (object arrays would need pickle, which model files never hold)"
+                if arr.dtype.hasobject
+                else ""
+            )
             raise InvalidParameterError(
                 f"{owner}: array {name!r} must have dtype float64 or int64; got "
-                f"{arr.dtype}{why}. Convert it with .astype(np.float64) or .astype(np.int64).")
+                f"{arr.dtype}{why}. Convert it with .astype(np.float64) or .astype(np.int64)."
+            )
         if arr.ndim > _MAX_NDIM:
             raise InvalidParameterError(
-                f"{owner}: array {name!r} must have at most {_MAX_NDIM} dimensions; "
-                f"got {arr.ndim}.")
+                f"{owner}: array {name!r} must have at most {_MAX_NDIM} dimensions; got {arr.ndim}."
+            )
         a = np.asarray(arr, dtype=_DTYPES[kind], order="C")  # keeps 0-d arrays 0-d
         prepared[name] = a
         entries[name] = {
@@ -233,12 +246,14 @@ def write_model_file(path, header: dict, arrays: dict[str, np.ndarray]) -> Path:
     except (TypeError, ValueError, RecursionError) as err:
         raise InvalidParameterError(
             f"{owner}: 'header' must be JSON-serialisable (dicts with string keys, lists, str, "
-            f"int, float, bool, None); {err}.") from err
+            f"int, float, bool, None); {err}."
+        ) from err
     blob = text.encode("ascii")
     if len(blob) > MAX_HEADER_BYTES:
         raise InvalidParameterError(
             f"{owner}: the header takes {len(blob)} bytes of JSON, more than the limit of "
-            f"{MAX_HEADER_BYTES}; store large data as arrays.")
+            f"{MAX_HEADER_BYTES}; store large data as arrays."
+        )
     digest = hashlib.sha256(blob).hexdigest()
 
     def write(fh: IO[bytes]) -> None:
@@ -277,11 +292,22 @@ def _reading(shown: str, what: str) -> Iterator[None]:
         yield
     except ModelFileError:
         raise
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, OSError,
-            RuntimeError, ValueError, KeyError, struct.error, OverflowError) as err:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        zlib.error,
+        EOFError,
+        OSError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        struct.error,
+        OverflowError,
+    ) as err:
         raise ModelFileError(
             f"{shown!r}: cannot read {what}: the file is damaged or truncated "
-            f"({type(err).__name__}: {err}).") from err
+            f"({type(err).__name__}: {err})."
+        ) from err
 
 
 def _looks_like_text(lead: bytes) -> bool:
@@ -298,8 +324,9 @@ def _member(zf: zipfile.ZipFile, name: str, shown: str) -> zipfile.ZipInfo:
     """The member ``name``, refused if its declared sizes cannot be right."""
     info = zf.getinfo(name)
     if info.flag_bits & 0x1:
-        raise ModelFileError(f"{shown!r}: member {name!r} is encrypted; gapkit model files "
-                             "are not.")
+        raise ModelFileError(
+            f"{shown!r}: member {name!r} is encrypted; gapkit model files are not."
+        )
     if info.compress_type == zipfile.ZIP_STORED:
         consistent = info.compress_size == info.file_size
     elif info.compress_type == zipfile.ZIP_DEFLATED:
@@ -308,11 +335,13 @@ def _member(zf: zipfile.ZipFile, name: str, shown: str) -> zipfile.ZipInfo:
     else:
         raise ModelFileError(
             f"{shown!r}: member {name!r} uses zip compression method {info.compress_type}; "
-            "gapkit model files use deflate (8) or none (0).")
+            "gapkit model files use deflate (8) or none (0)."
+        )
     if not consistent:
         raise ModelFileError(
             f"{shown!r}: member {name!r} holds {info.compress_size} compressed bytes but "
-            f"claims {info.file_size} bytes uncompressed: the file is damaged or crafted.")
+            f"claims {info.file_size} bytes uncompressed: the file is damaged or crafted."
+        )
     return info
 
 
@@ -320,12 +349,14 @@ def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo, cap: int, shown: str
     if info.file_size > cap:
         raise ModelFileError(
             f"{shown!r}: member {info.filename!r} claims {info.file_size} bytes, more than the "
-            f"limit of {cap}.")
+            f"limit of {cap}."
+        )
     with _reading(shown, f"member {info.filename!r}"), zf.open(info) as fh:
         data = fh.read(cap + 1)
     if len(data) > cap:
         raise ModelFileError(
-            f"{shown!r}: member {info.filename!r} holds more than the limit of {cap} bytes.")
+            f"{shown!r}: member {info.filename!r} holds more than the limit of {cap} bytes."
+        )
     return data
 
 
@@ -333,85 +364,112 @@ def _check_envelope(envelope: Any, shown: str) -> tuple[dict, dict]:
     if not isinstance(envelope, dict):
         raise ModelFileError(
             f"{shown!r} is not a gapkit model file: its header must be a JSON object; got a "
-            f"JSON {type(envelope).__name__}.")
+            f"JSON {type(envelope).__name__}."
+        )
     if "format" not in envelope:
         raise ModelFileError(f"{shown!r}: the header has no required key 'format'.")
     if envelope["format"] != _FORMAT:
         raise ModelFileError(
             f"{shown!r} is not a gapkit model file: 'format' is {envelope['format']!r}, "
-            f"expected {_FORMAT!r}.")
+            f"expected {_FORMAT!r}."
+        )
     if "schema_version" not in envelope:
         raise ModelFileError(f"{shown!r}: the header has no required key 'schema_version'.")
     version = envelope["schema_version"]
     if type(version) is not int or version < 1:
         raise ModelFileError(
             f"{shown!r}: 'schema_version' must be an integer >= 1; got {version!r} "
-            f"({type(version).__name__}). The file is damaged or not a gapkit model.")
+            f"({type(version).__name__}). The file is damaged or not a gapkit model."
+        )
     if version > SCHEMA_VERSION:
         raise ModelFileError(
             f"{shown!r} was written by a newer gapkit (model schema {version}; this gapkit "
-            f"reads schema {SCHEMA_VERSION}); upgrade gapkit to read it.")
+            f"reads schema {SCHEMA_VERSION}); upgrade gapkit to read it."
+        )
     for key in _REQUIRED_KEYS:
         if key not in envelope:
             raise ModelFileError(f"{shown!r}: the header has no required key {key!r}.")
-    for key, kinds, what in (("gapkit_version", (str,), "a string"),
-                             ("dscribe_version", (str, type(None)), "a string or null"),
-                             ("state", (dict,), "a JSON object"),
-                             ("arrays", (dict,), "a JSON object")):
+    for key, kinds, what in (
+        ("gapkit_version", (str,), "a string"),
+        ("dscribe_version", (str, type(None)), "a string or null"),
+        ("state", (dict,), "a JSON object"),
+        ("arrays", (dict,), "a JSON object"),
+    ):
         if not isinstance(envelope[key], kinds):
             raise ModelFileError(
-                f"{shown!r}: header key {key!r} must be {what}; got "
-                f"{type(envelope[key]).__name__}.")
+                f"{shown!r}: header key {key!r} must be {what}; got {type(envelope[key]).__name__}."
+            )
     return envelope["state"], envelope["arrays"]
 
 
-def _check_entry(name: str, entry: Any, shown: str,
-                 max_elements: int) -> tuple[tuple[int, ...], np.dtype, str]:
+def _check_entry(
+    name: str, entry: Any, shown: str, max_elements: int
+) -> tuple[tuple[int, ...], np.dtype, str]:
     where = f"{shown!r}: array {name!r}"
     if not _NAME.fullmatch(name):
-        raise ModelFileError(f"{shown!r}: the header names an array {name!r}, which is not "
-                             "an allowed name (1 to 128 letters, digits or '_').")
+        raise ModelFileError(
+            f"{shown!r}: the header names an array {name!r}, which is not "
+            "an allowed name (1 to 128 letters, digits or '_')."
+        )
     if not isinstance(entry, dict):
-        raise ModelFileError(f"{where}: its header entry must be a JSON object; got "
-                             f"{type(entry).__name__}.")
+        raise ModelFileError(
+            f"{where}: its header entry must be a JSON object; got {type(entry).__name__}."
+        )
     for key in ("shape", "dtype", "sha256"):
         if key not in entry:
             raise ModelFileError(f"{where}: its header entry has no required key {key!r}.")
     shape = entry["shape"]
-    if (not isinstance(shape, list) or len(shape) > _MAX_NDIM
-            or not all(type(d) is int and d >= 0 for d in shape)):
+    if (
+        not isinstance(shape, list)
+        or len(shape) > _MAX_NDIM
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
         raise ModelFileError(
             f"{where}: 'shape' must be a list of at most {_MAX_NDIM} non-negative integers; "
-            f"got {shape!r}."[:500])
+            f"got {shape!r}."[:500]
+        )
     if entry["dtype"] not in _DTYPES:
-        raise ModelFileError(f"{where}: 'dtype' must be one of {sorted(_DTYPES)}; got "
-                             f"{entry['dtype']!r}.")
+        raise ModelFileError(
+            f"{where}: 'dtype' must be one of {sorted(_DTYPES)}; got {entry['dtype']!r}."
+        )
     if not isinstance(entry["sha256"], str) or not _HEX64.fullmatch(entry["sha256"]):
-        raise ModelFileError(f"{where}: 'sha256' must be 64 hex digits; got "
-                             f"{entry['sha256']!r}."[:500])
+        raise ModelFileError(
+            f"{where}: 'sha256' must be 64 hex digits; got {entry['sha256']!r}."[:500]
+        )
     n = math.prod(shape)
     if n > max_elements:
         raise ModelFileError(
             f"{where}: the file claims shape {tuple(shape)}, {n} elements, more than the limit "
             f"of {max_elements} elements (max_elements). The file is damaged or crafted; if "
-            "you trust it, read it with a larger max_elements.")
+            "you trust it, read it with a larger max_elements."
+        )
     return tuple(shape), _DTYPES[entry["dtype"]], entry["sha256"]
 
 
-def _read_array(zf: zipfile.ZipFile, names: set[str], name: str, shape: tuple[int, ...],
-                dtype: np.dtype, sha256: str, shown: str) -> np.ndarray:
+def _read_array(
+    zf: zipfile.ZipFile,
+    names: set[str],
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    sha256: str,
+    shown: str,
+) -> np.ndarray:
     member = f"{name}.npy"
     where = f"{shown!r}: array {name!r}"
     if member not in names:
-        raise ModelFileError(f"{where} is named in the header but the file has no member "
-                             f"{member!r}: it is damaged or truncated.")
+        raise ModelFileError(
+            f"{where} is named in the header but the file has no member "
+            f"{member!r}: it is damaged or truncated."
+        )
     info = _member(zf, member, shown)
     nbytes = math.prod(shape) * dtype.itemsize
     if not nbytes <= info.file_size <= nbytes + _NPY_HEADER_CAP:
         raise ModelFileError(
             f"{where}: member {member!r} claims {info.file_size} bytes uncompressed, but an "
             f"array of shape {shape} ({dtype.name}) takes {nbytes} bytes plus a short "
-            "header: the file is damaged or crafted.")
+            "header: the file is damaged or crafted."
+        )
     with _reading(shown, f"member {member!r}"), zf.open(info) as raw:
         fh = _Capped(raw, _NPY_HEADER_CAP)
         version = np.lib.format.read_magic(fh)
@@ -420,45 +478,54 @@ def _read_array(zf: zipfile.ZipFile, names: set[str], name: str, shape: tuple[in
         elif version == (2, 0):
             npy_shape, fortran, npy_dtype = np.lib.format.read_array_header_2_0(fh)
         else:
-            raise ModelFileError(f"{where}: member {member!r} has .npy format version "
-                                 f"{version}; model files use 1.0 or 2.0.")
+            raise ModelFileError(
+                f"{where}: member {member!r} has .npy format version "
+                f"{version}; model files use 1.0 or 2.0."
+            )
         if npy_shape != shape or npy_dtype != dtype or fortran:
             raise ModelFileError(
                 f"{where}: member {member!r} holds shape {npy_shape} ({npy_dtype}"
                 f"{', Fortran order' if fortran else ''}) but the header declares shape "
-                f"{shape} ({dtype.name}): the file is damaged or crafted.")
+                f"{shape} ({dtype.name}): the file is damaged or crafted."
+            )
         if info.file_size != fh.count + nbytes:
             raise ModelFileError(
                 f"{where}: member {member!r} claims {info.file_size} bytes uncompressed, but "
                 f"its .npy header and data take {fh.count + nbytes}: the file is damaged or "
-                "crafted.")
+                "crafted."
+            )
         try:
             out = np.empty(shape, dtype=dtype)
         except MemoryError as err:
-            raise ModelFileError(f"{where}: an array of shape {shape} ({nbytes} bytes) does "
-                                 "not fit in memory.") from err
+            raise ModelFileError(
+                f"{where}: an array of shape {shape} ({nbytes} bytes) does not fit in memory."
+            ) from err
         flat = out.reshape(-1).view(np.uint8)
         digest = hashlib.sha256()
         pos = 0
         while pos < nbytes:  # never decompress more than the bytes still expected
             chunk = raw.read(min(_CHUNK, nbytes - pos))
             if not chunk:
-                raise ModelFileError(f"{where}: member {member!r} ends after {pos} of "
-                                     f"{nbytes} bytes: the file is truncated.")
-            flat[pos:pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+                raise ModelFileError(
+                    f"{where}: member {member!r} ends after {pos} of "
+                    f"{nbytes} bytes: the file is truncated."
+                )
+            flat[pos : pos + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
             digest.update(chunk)
             pos += len(chunk)
         if raw.read(1):
-            raise ModelFileError(f"{where}: member {member!r} holds more data than its "
-                                 "header declares: the file is damaged or crafted.")
+            raise ModelFileError(
+                f"{where}: member {member!r} holds more data than its "
+                "header declares: the file is damaged or crafted."
+            )
     if digest.hexdigest() != sha256:
-        raise ModelFileError(f"{where} does not match its sha256 checksum: the file is "
-                             "damaged.")
+        raise ModelFileError(f"{where} does not match its sha256 checksum: the file is damaged.")
     return out
 
 
-def read_model_file(path, *, expected: dict[str, int] | None = None,
-                    max_elements: int = MAX_ARRAY_ELEMENTS) -> tuple[dict, dict[str, np.ndarray]]:
+def read_model_file(
+    path, *, expected: dict[str, int] | None = None, max_elements: int = MAX_ARRAY_ELEMENTS
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a model file written by :func:`write_model_file`, checking everything.
 
     Nothing is allocated in proportion to a size the file claims before that
@@ -517,7 +584,8 @@ def read_model_file(path, *, expected: dict[str, int] | None = None,
         limit = -1
     if limit < 0:
         raise InvalidParameterError(
-            f"read_model_file: 'max_elements' must be an integer >= 0; got {max_elements!r}.")
+            f"read_model_file: 'max_elements' must be an integer >= 0; got {max_elements!r}."
+        )
     p = Path(shown)
     if not p.exists():
         raise FileNotFoundError(errno.ENOENT, f"No model file at {shown!r}")
@@ -528,70 +596,95 @@ def read_model_file(path, *, expected: dict[str, int] | None = None,
     with open(p, "rb") as fh:
         lead = fh.read(_SNIFF)
         if not lead:
-            raise ModelFileError(f"{shown!r} is empty (0 bytes), not a gapkit model file; "
-                                 "was a save interrupted?")
+            raise ModelFileError(
+                f"{shown!r} is empty (0 bytes), not a gapkit model file; was a save interrupted?"
+            )
         if not lead.startswith(b"PK\x03\x04"):
             if _looks_like_text(lead):
                 raise ModelFileError(
                     f"{shown!r} is not a gapkit model file: it looks like a text/structure "
-                    "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o.")
+                    "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o."
+                )
             raise ModelFileError(
                 f"{shown!r} is not a gapkit model file: it is not a zip archive (it starts "
-                f"with {lead[:8]!r}).")
+                f"with {lead[:8]!r})."
+            )
         fh.seek(0)
         try:
             zf = zipfile.ZipFile(fh)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
-                struct.error, OverflowError) as err:
+        except (
+            zipfile.BadZipFile,
+            zipfile.LargeZipFile,
+            EOFError,
+            OSError,
+            ValueError,
+            struct.error,
+            OverflowError,
+        ) as err:
             raise ModelFileError(
                 f"{shown!r} is not a readable gapkit model file: the zip archive is damaged "
-                f"or truncated ({err}).") from err
+                f"or truncated ({err})."
+            ) from err
         with zf:
             return _read_zip(zf, shown, expected, limit)
 
 
-def _read_zip(zf: zipfile.ZipFile, shown: str, expected: dict[str, int] | None,
-              max_elements: int) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_zip(
+    zf: zipfile.ZipFile, shown: str, expected: dict[str, int] | None, max_elements: int
+) -> tuple[dict, dict[str, np.ndarray]]:
     names = set(zf.namelist())
     if _HEADER_MEMBER not in names:
         if "header.npy" in names:
             raise ModelFileError(
                 f"{shown!r} uses the earlier gapkit model layout (header.npy), which this "
                 "reader does not read; load it with the gapkit version that wrote it and "
-                "save it again.")
+                "save it again."
+            )
         raise ModelFileError(
             f"{shown!r} is not a gapkit model file: it is a zip archive without "
-            f"{_HEADER_MEMBER!r}; a model file is written by GAPRegressor.save / gapkit fit -o.")
+            f"{_HEADER_MEMBER!r}; a model file is written by GAPRegressor.save / gapkit fit -o."
+        )
     if _CHECKSUM_MEMBER not in names:
-        raise ModelFileError(f"{shown!r}: the file has no {_CHECKSUM_MEMBER!r} member: it is "
-                             "damaged or not written by gapkit.")
+        raise ModelFileError(
+            f"{shown!r}: the file has no {_CHECKSUM_MEMBER!r} member: it is "
+            "damaged or not written by gapkit."
+        )
     blob = _read_small(zf, _member(zf, _HEADER_MEMBER, shown), MAX_HEADER_BYTES, shown)
     recorded = _read_small(zf, _member(zf, _CHECKSUM_MEMBER, shown), 128, shown)
     recorded_text = recorded.decode("ascii", errors="replace").strip()
     if not _HEX64.fullmatch(recorded_text):
-        raise ModelFileError(f"{shown!r}: {_CHECKSUM_MEMBER!r} does not hold a sha256 "
-                             "checksum: the file is damaged.")
+        raise ModelFileError(
+            f"{shown!r}: {_CHECKSUM_MEMBER!r} does not hold a sha256 checksum: the file is damaged."
+        )
     if hashlib.sha256(blob).hexdigest() != recorded_text:
-        raise ModelFileError(f"{shown!r}: the header does not match its sha256 checksum "
-                             f"({_CHECKSUM_MEMBER}): the file is damaged.")
+        raise ModelFileError(
+            f"{shown!r}: the header does not match its sha256 checksum "
+            f"({_CHECKSUM_MEMBER}): the file is damaged."
+        )
     try:
         envelope = json.loads(blob.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise ModelFileError(f"{shown!r}: {_HEADER_MEMBER!r} is not valid UTF-8 JSON: "
-                             f"{err}.") from err
+        raise ModelFileError(
+            f"{shown!r}: {_HEADER_MEMBER!r} is not valid UTF-8 JSON: {err}."
+        ) from err
     state, entries = _check_envelope(envelope, shown)
-    declared = {name: _check_entry(name, entry, shown, max_elements)
-                for name, entry in entries.items()}
+    declared = {
+        name: _check_entry(name, entry, shown, max_elements) for name, entry in entries.items()
+    }
     for name, ndim in (expected or {}).items():
         if name not in declared:
-            raise ModelFileError(f"{shown!r}: the file has no array {name!r}; it is not a "
-                                 "complete gapkit model.")
+            raise ModelFileError(
+                f"{shown!r}: the file has no array {name!r}; it is not a complete gapkit model."
+            )
         if len(declared[name][0]) != ndim:
             raise ModelFileError(
                 f"{shown!r}: array {name!r} must have {ndim} dimension(s); the file holds "
-                f"shape {declared[name][0]}.")
-    arrays = {name: _read_array(zf, names, name, shape, dtype, sha, shown)
-              for name, (shape, dtype, sha) in declared.items()}
+                f"shape {declared[name][0]}."
+            )
+    arrays = {
+        name: _read_array(zf, names, name, shape, dtype, sha, shown)
+        for name, (shape, dtype, sha) in declared.items()
+    }
     return state, arrays
 
 

@@ -94,8 +94,7 @@ def calibration_metrics(errors: np.ndarray, stds: np.ndarray) -> dict[str, float
     e = np.abs(np.ravel(errors))
     s = np.ravel(stds)
     if e.size == 0:
-        return dict(coverage_1sigma=np.nan, coverage_2sigma=np.nan, spearman=np.nan,
-                    scale=np.nan)
+        return dict(coverage_1sigma=np.nan, coverage_2sigma=np.nan, spearman=np.nan, scale=np.nan)
     s = np.maximum(s, np.finfo(float).tiny)
     z = e / s
     return dict(

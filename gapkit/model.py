@@ -25,9 +25,11 @@ from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
 from ._validation import Labels, is_bulk
+from .backend import resolve_device, to_numpy
 from .descriptors import SOAP
 from .exceptions import GapkitError, InvalidParameterError, ModelFileError, UnknownSpeciesError
-from .rows import NoiseModel
+from .gp import StreamingQR, log_marginal_likelihood
+from .rows import NoiseModel, compute_rows, fold_structures
 
 __all__ = [
     "FittedGAP",
@@ -133,8 +135,14 @@ class FittedGAP:
 
     def __post_init__(self):
         put = object.__setattr__
-        for name in ("sparse_features", "delta", "coefficients", "r_factor", "qtb",
-                     "sparse_cholesky"):
+        for name in (
+            "sparse_features",
+            "delta",
+            "coefficients",
+            "r_factor",
+            "qtb",
+            "sparse_cholesky",
+        ):
             put(self, name, _frozen(getattr(self, name), float))
         put(self, "sparse_numbers", _frozen(self.sparse_numbers, np.int64))
         put(self, "species", tuple(self.species))
@@ -144,9 +152,14 @@ class FittedGAP:
         put(self, "hyperparameters", hyper)
         put(self, "n_observations", {k: int(v) for k, v in self.n_observations.items()})
         m = len(self.sparse_numbers)
-        if (self.sparse_features.shape[0] != m or self.delta.shape != (m,)
-                or self.coefficients.shape != (m,) or self.r_factor.shape != (m, m)
-                or self.qtb.shape != (m,) or self.sparse_cholesky.shape != (m, m)):
+        if (
+            self.sparse_features.shape[0] != m
+            or self.delta.shape != (m,)
+            or self.coefficients.shape != (m,)
+            or self.r_factor.shape != (m, m)
+            or self.qtb.shape != (m,)
+            or self.sparse_cholesky.shape != (m, m)
+        ):
             raise ValueError("FittedGAP: the arrays' shapes do not agree with each other")
 
     # ------------------------------------------------------------ derived
@@ -178,30 +191,53 @@ class FittedGAP:
         known = set(self.trained_species)
         listed = set(self.species)
         for k, atoms in enumerate(frames):
-            unknown = sorted(set(atoms.get_chemical_symbols()) - known,
-                             key=lambda s: atomic_numbers[s])
+            unknown = sorted(
+                set(atoms.get_chemical_symbols()) - known, key=lambda s: atomic_numbers[s]
+            )
             if not unknown:
                 continue
             untrained = [s for s in unknown if s in listed]
-            why = (f"; {', '.join(untrained)} is in the descriptor's species but had no "
-                   "training environments" if untrained else "")
+            why = (
+                f"; {', '.join(untrained)} is in the descriptor's species but had no "
+                "training environments"
+                if untrained
+                else ""
+            )
             raise UnknownSpeciesError(
                 f"{owner}: structure {k} contains {', '.join(unknown)}, which the model was "
-                f"not fitted for (trained species: {', '.join(self.trained_species)}){why}.")
+                f"not fitted for (trained species: {', '.join(self.trained_species)}){why}."
+            )
 
     # ------------------------------------------------------------ predict
-    def predict(self, frames: Sequence[Atoms], *, forces: bool, stress: bool,
-                std: bool = False, backend=None, n_jobs: int = 1, scheduler=None,
-                progress=None) -> list[dict]:
+    def predict(
+        self,
+        frames: Sequence[Atoms],
+        *,
+        forces: bool,
+        stress: bool,
+        std: bool = False,
+        backend=None,
+        n_jobs: int = 1,
+        scheduler=None,
+        progress=None,
+    ) -> list[dict]:
         """Energies (and forces, stress, standard deviations) of checked structures.
 
         See :func:`gapkit.prediction.predict_frames`; the baseline is added.
         """
         from .prediction import predict_frames
 
-        results = predict_frames(self, frames, forces=forces, stress=stress, std=std,
-                                 backend=backend, n_jobs=n_jobs, scheduler=scheduler,
-                                 progress=progress)
+        results = predict_frames(
+            self,
+            frames,
+            forces=forces,
+            stress=stress,
+            std=std,
+            backend=backend,
+            n_jobs=n_jobs,
+            scheduler=scheduler,
+            progress=progress,
+        )
         if self.baseline is not None:
             base = baseline_results(self.baseline, frames, forces=forces, stress=stress)
             for res, b in zip(results, base, strict=True):
@@ -209,6 +245,62 @@ class FittedGAP:
                     if key in res:
                         res[key] = res[key] + value
         return results
+
+    # ------------------------------------------------------------ updates
+    def rows(
+        self,
+        frames: Sequence[Atoms],
+        labels: Sequence[Labels],
+        *,
+        backend=None,
+        n_jobs: int | None = 1,
+        progress=None,
+    ):
+        """Design-matrix rows of labelled structures at this model's sparse points,
+        noise model and ``e0`` (a generator of :class:`~gapkit.rows.StructureRows`)."""
+        backend = resolve_device("cpu") if backend is None else backend
+        return compute_rows(
+            self.descriptor,
+            frames,
+            labels,
+            self.noise,
+            self.e0,
+            self.sparse_features,
+            self.sparse_numbers,
+            self.delta,
+            self.zeta,
+            backend=backend,
+            n_jobs=n_jobs,
+            progress=progress,
+        )
+
+    def with_rows(self, rows, *, backend=None) -> FittedGAP:
+        """A new model with more observations folded into the R factor (no refit).
+
+        The sparse points, ``e0``, hyperparameters and noise model stay; the
+        weights, the factors, the observation counts and the log marginal
+        likelihood are updated. Rows are folded one structure at a time.
+        """
+        backend = resolve_device("cpu") if backend is None else backend
+        solver = StreamingQR.from_factors(
+            backend.asarray(self.r_factor), backend.asarray(self.qtb), self.residual
+        )
+        counts = dict(self.n_observations)
+        n_new, log_new = fold_structures(solver, rows, backend, counts, rows_per_block=1)
+        n_data, sum_log = self.n_data + n_new, self.sum_log_sigma + log_new
+        lml = log_marginal_likelihood(
+            solver, backend.asarray(self.sparse_cholesky), n_data=n_data, sum_log_sigma=sum_log
+        )
+        return self.replace(
+            coefficients=to_numpy(solver.solve()),
+            r_factor=to_numpy(solver.r),
+            qtb=to_numpy(solver.qtb),
+            residual=solver.residual,
+            n_observations=counts,
+            n_data=n_data,
+            sum_log_sigma=sum_log,
+            log_marginal_likelihood=lml,
+        )
 
     # -------------------------------------------------------------- files
     def to_file_state(self) -> tuple[dict, dict[str, np.ndarray]]:
@@ -229,7 +321,8 @@ class FittedGAP:
                     f"GAPRegressor.save: the baseline {type(self.baseline).__name__} cannot be "
                     "stored in a model file (only gapkit's Ewald, PME and Coulomb can, as "
                     "their parameters; model files never use pickle). Keep the model in "
-                    "memory, or fit with a gapkit electrostatics baseline.")
+                    "memory, or fit with a gapkit electrostatics baseline."
+                )
         state = {
             "descriptor": self.descriptor.get_params(),
             "species": list(self.species),
@@ -237,8 +330,7 @@ class FittedGAP:
             "e0": dict(self.e0),
             "residual": float(self.residual),
             "jitter": float(self.jitter),
-            "noise": {**self.noise.defaults,
-                      "config_type_sigma": self.noise.config_type_sigma},
+            "noise": {**self.noise.defaults, "config_type_sigma": self.noise.config_type_sigma},
             "hyperparameters": self.hyperparameters,
             "log_marginal_likelihood": float(self.log_marginal_likelihood),
             "n_observations": dict(self.n_observations),
@@ -253,8 +345,9 @@ class FittedGAP:
         return state, arrays
 
     @classmethod
-    def from_file_state(cls, state: Mapping, arrays: Mapping[str, np.ndarray],
-                        path: str) -> FittedGAP:
+    def from_file_state(
+        cls, state: Mapping, arrays: Mapping[str, np.ndarray], path: str
+    ) -> FittedGAP:
         """Rebuild a model from :meth:`to_file_state`'s output, checking every field.
 
         Raises
@@ -267,10 +360,28 @@ class FittedGAP:
         def bad(what: str) -> ModelFileError:
             return ModelFileError(f"{path}: {what} (damaged or not written by gapkit).")
 
-        missing = [k for k in ("descriptor", "species", "zeta", "e0", "residual", "jitter",
-                               "noise", "hyperparameters", "log_marginal_likelihood",
-                               "n_observations", "n_data", "sum_log_sigma", "variance",
-                               "std_scale", "baseline", "random_state") if k not in state]
+        missing = [
+            k
+            for k in (
+                "descriptor",
+                "species",
+                "zeta",
+                "e0",
+                "residual",
+                "jitter",
+                "noise",
+                "hyperparameters",
+                "log_marginal_likelihood",
+                "n_observations",
+                "n_data",
+                "sum_log_sigma",
+                "variance",
+                "std_scale",
+                "baseline",
+                "random_state",
+            )
+            if k not in state
+        ]
         if missing:
             raise bad(f"the model state has no {', '.join(repr(k) for k in missing)}")
         try:
@@ -279,14 +390,19 @@ class FittedGAP:
         except (TypeError, ValueError) as err:
             raise bad(f"invalid descriptor settings ({err})") from err
         species = state["species"]
-        if (not isinstance(species, list) or not species
-                or not all(isinstance(s, str) and s in atomic_numbers for s in species)
-                or [atomic_numbers[s] for s in species]
-                != list(descriptor.species_numbers)):
+        if (
+            not isinstance(species, list)
+            or not species
+            or not all(isinstance(s, str) and s in atomic_numbers for s in species)
+            or [atomic_numbers[s] for s in species] != list(descriptor.species_numbers)
+        ):
             raise bad(f"invalid species {species!r}")
         e0 = state["e0"]
-        if (not isinstance(e0, dict) or set(e0) != set(species)
-                or not all(_finite(v) for v in e0.values())):
+        if (
+            not isinstance(e0, dict)
+            or set(e0) != set(species)
+            or not all(_finite(v) for v in e0.values())
+        ):
             raise bad(f"'e0' must give a finite energy per species; got {e0!r}")
         zeta = state["zeta"]
         if isinstance(zeta, bool) or not isinstance(zeta, int) or not 1 <= zeta <= 64:
@@ -304,17 +420,21 @@ class FittedGAP:
             if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
                 raise bad(f"{key!r} must be an integer >= 0; got {state[key]!r}")
         seed = state["random_state"]
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)
-                                 or seed < 0):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise bad(f"'random_state' must be an integer >= 0 or null; got {seed!r}")
         hyper = state["hyperparameters"]
         sigmas = ("sigma_energy", "sigma_force", "sigma_virial")
-        if (not isinstance(hyper, dict) or not isinstance(hyper.get("delta"), dict)
-                or set(hyper["delta"]) != set(species)
-                or not all(_finite(v) and v > 0 for v in hyper["delta"].values())
-                or not all(_finite(hyper.get(k)) and hyper[k] > 0 for k in sigmas)):
-            raise bad("'hyperparameters' must hold a positive 'delta' per species and the "
-                      f"three sigmas; got {hyper!r}")
+        if (
+            not isinstance(hyper, dict)
+            or not isinstance(hyper.get("delta"), dict)
+            or set(hyper["delta"]) != set(species)
+            or not all(_finite(v) and v > 0 for v in hyper["delta"].values())
+            or not all(_finite(hyper.get(k)) and hyper[k] > 0 for k in sigmas)
+        ):
+            raise bad(
+                "'hyperparameters' must hold a positive 'delta' per species and the "
+                f"three sigmas; got {hyper!r}"
+            )
         try:
             noise = NoiseModel(**state["noise"])
         except (TypeError, InvalidParameterError) as err:
@@ -330,11 +450,16 @@ class FittedGAP:
         a = {k: np.asarray(arrays[k]) for k in MODEL_ARRAYS}
         m = len(a["coefficients"])
         if a["sparse_features"].shape != (m, descriptor.n_features):
-            raise bad(f"sparse features of shape {a['sparse_features'].shape} do not match "
-                      f"{m} weights and the descriptor's {descriptor.n_features} features")
+            raise bad(
+                f"sparse features of shape {a['sparse_features'].shape} do not match "
+                f"{m} weights and the descriptor's {descriptor.n_features} features"
+            )
         z = a["sparse_numbers"]
-        if (z.shape != (m,) or not np.issubdtype(z.dtype, np.integer)
-                or not set(z.tolist()) <= set(descriptor.species_numbers.tolist())):
+        if (
+            z.shape != (m,)
+            or not np.issubdtype(z.dtype, np.integer)
+            or not set(z.tolist()) <= set(descriptor.species_numbers.tolist())
+        ):
             raise bad("the sparse points' species do not match the descriptor")
         if np.any(np.diff(z) < 0):
             raise bad("the sparse points are not ordered by species")
@@ -342,27 +467,42 @@ class FittedGAP:
             if name != "sparse_numbers" and not np.all(np.isfinite(a[name])):
                 raise bad(f"array {name!r} holds NaN or infinite values")
         if a["delta"].shape == (m,) and not np.array_equal(
-                a["delta"], delta_per_point(hyper["delta"], z)):
+            a["delta"], delta_per_point(hyper["delta"], z)
+        ):
             raise bad("array 'delta' does not match hyperparameters['delta']")
         try:
             return cls(
-                descriptor=descriptor, species=tuple(species), zeta=zeta, e0=e0,
-                sparse_features=a["sparse_features"], sparse_numbers=z, delta=a["delta"],
-                coefficients=a["coefficients"], r_factor=a["r_factor"], qtb=a["qtb"],
-                residual=float(state["residual"]), sparse_cholesky=a["sparse_cholesky"],
-                jitter=float(state["jitter"]), noise=noise, hyperparameters=hyper,
+                descriptor=descriptor,
+                species=tuple(species),
+                zeta=zeta,
+                e0=e0,
+                sparse_features=a["sparse_features"],
+                sparse_numbers=z,
+                delta=a["delta"],
+                coefficients=a["coefficients"],
+                r_factor=a["r_factor"],
+                qtb=a["qtb"],
+                residual=float(state["residual"]),
+                sparse_cholesky=a["sparse_cholesky"],
+                jitter=float(state["jitter"]),
+                noise=noise,
+                hyperparameters=hyper,
                 log_marginal_likelihood=float(state["log_marginal_likelihood"]),
-                n_observations=dict(state["n_observations"]), n_data=int(state["n_data"]),
-                sum_log_sigma=float(state["sum_log_sigma"]), variance=state["variance"],
-                std_scale=float(state["std_scale"]), baseline=baseline,
+                n_observations=dict(state["n_observations"]),
+                n_data=int(state["n_data"]),
+                sum_log_sigma=float(state["sum_log_sigma"]),
+                variance=state["variance"],
+                std_scale=float(state["std_scale"]),
+                baseline=baseline,
                 random_state=state["random_state"],
             )
         except (TypeError, ValueError, KeyError) as err:
             raise bad(f"inconsistent model state ({err})") from err
 
 
-def baseline_results(baseline, frames: Sequence[Atoms], *, forces: bool,
-                     stress: bool) -> list[dict]:
+def baseline_results(
+    baseline, frames: Sequence[Atoms], *, forces: bool, stress: bool
+) -> list[dict]:
     """Energy, per-atom energies (when the calculator has them), forces and (bulk
     cells) stress of a baseline calculator for each structure."""
     out = []
@@ -383,22 +523,23 @@ def baseline_results(baseline, frames: Sequence[Atoms], *, forces: bool,
     return out
 
 
-def subtract_baseline(labels: Sequence[Labels], frames: Sequence[Atoms],
-                      baseline) -> list[Labels]:
+def subtract_baseline(labels: Sequence[Labels], frames: Sequence[Atoms], baseline) -> list[Labels]:
     """Labels less the baseline's energy, forces and stress (as given without one)."""
     if baseline is None:
         return list(labels)
     base = baseline_results(baseline, frames, forces=True, stress=True)
-    return [Labels(
-        None if lab.energy is None else lab.energy - b["energy"],
-        None if lab.forces is None else lab.forces - b["forces"],
-        None if lab.stress is None or "stress" not in b else lab.stress - b["stress"],
-    ) for lab, b in zip(labels, base, strict=True)]
+    return [
+        Labels(
+            None if lab.energy is None else lab.energy - b["energy"],
+            None if lab.forces is None else lab.forces - b["forces"],
+            None if lab.stress is None or "stress" not in b else lab.stress - b["stress"],
+        )
+        for lab, b in zip(labels, base, strict=True)
+    ]
 
 
 def _finite(x) -> bool:
-    return (isinstance(x, (int, float)) and not isinstance(x, bool)
-            and math.isfinite(float(x)))
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
 
 
 def _baseline_dict(baseline) -> dict | None:
@@ -429,7 +570,8 @@ def copy_baseline(baseline):
     if not (hasattr(baseline, "calculate") or hasattr(baseline, "get_potential_energy")):
         raise InvalidParameterError(
             "GAPRegressor: 'baseline' must be an ASE calculator (e.g. "
-            f"gapkit.electrostatics.Ewald); got {type(baseline).__name__}.")
+            f"gapkit.electrostatics.Ewald); got {type(baseline).__name__}."
+        )
     d = _baseline_dict(baseline)
     if d is None:
         return baseline
@@ -441,4 +583,3 @@ def copy_baseline(baseline):
 def delta_per_point(delta: Mapping[str, float], sparse_numbers: np.ndarray) -> np.ndarray:
     """Energy scale of each sparse point from a per-species dict."""
     return np.array([delta[chemical_symbols[int(z)]] for z in sparse_numbers], float)
-

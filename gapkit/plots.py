@@ -14,9 +14,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Plots need matplotlib: pip install 'gapkit[plots]'."
-        ) from err
+        raise ImportError("Plots need matplotlib: pip install 'gapkit[plots]'.") from err
     return plt
 
 
@@ -45,8 +43,12 @@ def parity_plot(frames, labels, predictions, path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
     panels = (
         (axes[0], np.array(ref_e), np.array(pred_e), "energy (eV/atom)"),
-        (axes[1], np.concatenate(ref_f) if ref_f else np.zeros(0),
-         np.concatenate(pred_f) if pred_f else np.zeros(0), "force component (eV/Å)"),
+        (
+            axes[1],
+            np.concatenate(ref_f) if ref_f else np.zeros(0),
+            np.concatenate(pred_f) if pred_f else np.zeros(0),
+            "force component (eV/Å)",
+        ),
     )
     for ax, ref, pred, name in panels:
         if ref.size:

@@ -44,12 +44,16 @@ class PredictionArrays:
         """The arrays of a fitted model on ``backend``'s device."""
         on = backend.asarray
         return cls(
-            e0=dict(model.e0), q_sparse=on(model.sparse_features),
+            e0=dict(model.e0),
+            q_sparse=on(model.sparse_features),
             z_sparse=np.asarray(model.sparse_numbers),
-            weights=on(model.coefficients * model.delta**2), delta=on(model.delta),
-            zeta=model.zeta, r_factor=on(model.r_factor) if std else None,
+            weights=on(model.coefficients * model.delta**2),
+            delta=on(model.delta),
+            zeta=model.zeta,
+            r_factor=on(model.r_factor) if std else None,
             l_factor=on(model.sparse_cholesky) if std else None,
-            variance=model.variance, std_scale=float(model.std_scale),
+            variance=model.variance,
+            std_scale=float(model.std_scale),
         )
 
 
@@ -57,9 +61,18 @@ def _features_only(descriptor, atoms) -> StructureDescriptor:
     return StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
 
 
-def predict_frames(model, frames: Sequence[Atoms], *, forces: bool, stress: bool,
-                   std: bool = False, backend: Backend | None = None, n_jobs: int = 1,
-                   scheduler=None, progress=None) -> list[dict]:
+def predict_frames(
+    model,
+    frames: Sequence[Atoms],
+    *,
+    forces: bool,
+    stress: bool,
+    std: bool = False,
+    backend: Backend | None = None,
+    n_jobs: int = 1,
+    scheduler=None,
+    progress=None,
+) -> list[dict]:
     """GAP predictions (without the baseline) of checked structures.
 
     Parameters
@@ -89,19 +102,34 @@ def predict_frames(model, frames: Sequence[Atoms], *, forces: bool, stress: bool
     wrap = progress or (lambda it, total: it)
     descriptor = model.descriptor
     if not backend.is_numpy:  # device arrays stay in this process
-        return [_predict_one(descriptor, a, arrays, forces, stress, std)
-                for a in wrap(frames, len(frames))]
+        return [
+            _predict_one(descriptor, a, arrays, forces, stress, std)
+            for a in wrap(frames, len(frames))
+        ]
     if scheduler is not None and len(frames) > 1:
         from .distributed import dask_client, map_ordered
 
         with dask_client(scheduler, n_jobs) as client:
-            return list(wrap(map_ordered(client, predict_structure_results, frames, descriptor,
-                                         arrays, (forces, stress, std)), len(frames)))
+            return list(
+                wrap(
+                    map_ordered(
+                        client,
+                        predict_structure_results,
+                        frames,
+                        descriptor,
+                        arrays,
+                        (forces, stress, std),
+                    ),
+                    len(frames),
+                )
+            )
     n_jobs = n_jobs or 1
     # one structure (an MD step): spread its centres over the processes instead
     per_structure_jobs = n_jobs if len(frames) == 1 else 1
-    jobs = (delayed(_predict_one)(descriptor, a, arrays, forces, stress, std,
-                                  per_structure_jobs) for a in frames)
+    jobs = (
+        delayed(_predict_one)(descriptor, a, arrays, forces, stress, std, per_structure_jobs)
+        for a in frames
+    )
     parallel = Parallel(n_jobs=1 if len(frames) <= 1 else n_jobs, return_as="generator")
     return list(wrap(parallel(jobs), len(frames)))
 
@@ -118,21 +146,31 @@ CENTRE_CHUNK = 128
 MIN_ATOMS_SPLIT = 32
 
 
-def _predict_chunk(descriptor, atoms, centres, pairs, arrays: PredictionArrays, forces, stress,
-                   keep=False):
+def _predict_chunk(
+    descriptor, atoms, centres, pairs, arrays: PredictionArrays, forces, stress, keep=False
+):
     """Local energies of ``centres`` and their contributions to forces and virial
     (and the descriptor itself with ``keep``)."""
     if not keep and isinstance(arrays.q_sparse, np.ndarray):
         # NumPy: contract each centre's derivatives as they come, never store them
         def gradient(q, numbers):
-            return local_energy_gradients(q, numbers, arrays.q_sparse, arrays.z_sparse,
-                                          arrays.weights, arrays.zeta)
+            return local_energy_gradients(
+                q, numbers, arrays.q_sparse, arrays.z_sparse, arrays.weights, arrays.zeta
+            )
 
         eps, f, v = descriptor.contract_derivatives(atoms, gradient, centres, pairs)
         return centres, {"energies": eps, "forces": f, "virial": v}, None
     desc = descriptor.features_and_derivatives(atoms, centres=centres, neighbours=pairs)
-    res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
-                            arrays.zeta, forces=forces, virial=stress, n_atoms=len(atoms))
+    res = predict_structure(
+        desc,
+        arrays.q_sparse,
+        arrays.z_sparse,
+        arrays.weights,
+        arrays.zeta,
+        forces=forces,
+        virial=stress,
+        n_atoms=len(atoms),
+    )
     return centres, res, desc if keep else None
 
 
@@ -143,8 +181,15 @@ def _predict_one(descriptor, atoms, arrays: PredictionArrays, forces, stress, st
     e0 = np.array([arrays.e0[s] for s in atoms.get_chemical_symbols()])
     if not (forces or stress):
         desc = _features_only(descriptor, atoms)
-        res = predict_structure(desc, arrays.q_sparse, arrays.z_sparse, arrays.weights,
-                                arrays.zeta, forces=False, virial=False)
+        res = predict_structure(
+            desc,
+            arrays.q_sparse,
+            arrays.z_sparse,
+            arrays.weights,
+            arrays.zeta,
+            forces=False,
+            virial=False,
+        )
         energies = to_numpy(res["energies"]) + e0
         out = {"energy": float(energies.sum()), "energies": energies}
         if std:
@@ -162,8 +207,9 @@ def _predict_one(descriptor, atoms, arrays: PredictionArrays, forces, stress, st
             for c in chunks
         )
     else:
-        results = (_predict_chunk(descriptor, atoms, c, pairs, arrays, forces, stress, std)
-                   for c in chunks)
+        results = (
+            _predict_chunk(descriptor, atoms, c, pairs, arrays, forces, stress, std) for c in chunks
+        )
     energies = np.zeros(n_atoms)
     f = np.zeros((n_atoms, 3))
     v = np.zeros((3, 3))
@@ -195,13 +241,21 @@ def _predict_std(desc, arrays: PredictionArrays, forces: bool, volume: float | N
     m = len(arrays.z_sparse)
     delta_host = to_numpy(arrays.delta)
     delta = {int(z): float(d) for z, d in zip(arrays.z_sparse, delta_host, strict=True)}
-    local_rows = local_energy_rows(desc.features, desc.numbers, arrays.q_sparse,
-                                   arrays.z_sparse, arrays.delta, arrays.zeta)
+    local_rows = local_energy_rows(
+        desc.features, desc.numbers, arrays.q_sparse, arrays.z_sparse, arrays.delta, arrays.zeta
+    )
     rows = [local_rows, xp.sum(local_rows, axis=0, keepdims=True)]
     stress = volume is not None
     if forces or stress:
-        deriv = design_rows(desc, arrays.q_sparse, arrays.z_sparse, arrays.delta,
-                            arrays.zeta, forces=forces, virial=stress)
+        deriv = design_rows(
+            desc,
+            arrays.q_sparse,
+            arrays.z_sparse,
+            arrays.delta,
+            arrays.zeta,
+            forces=forces,
+            virial=stress,
+        )
         if forces:
             rows.append(xp.reshape(deriv["forces"], (3 * n_atoms, m)))
         if stress:
@@ -215,13 +269,14 @@ def _predict_std(desc, arrays: PredictionArrays, forces: bool, volume: float | N
         )
         prior = [to_numpy(prior_local), [prior_total]]
         if forces:
-            prior.append(to_numpy(uncertainty.force_prior_variance(
-                desc, arrays.zeta, delta, xp)).ravel())
+            prior.append(
+                to_numpy(uncertainty.force_prior_variance(desc, arrays.zeta, delta, xp)).ravel()
+            )
         if stress:
-            prior.append(to_numpy(uncertainty.virial_prior_variance(
-                desc, arrays.zeta, delta, xp)))
+            prior.append(to_numpy(uncertainty.virial_prior_variance(desc, arrays.zeta, delta, xp)))
         var += np.concatenate(prior) - to_numpy(
-            uncertainty.nystrom_variance(stacked, arrays.l_factor))
+            uncertainty.nystrom_variance(stacked, arrays.l_factor)
+        )
     std = arrays.std_scale * np.sqrt(np.clip(var, 0.0, None))
     out = {"energies_std": std[:n_atoms], "energy_std": float(std[n_atoms])}
     if forces:
@@ -229,5 +284,3 @@ def _predict_std(desc, arrays: PredictionArrays, forces: bool, volume: float | N
     if stress:
         out["stress_std"] = std[len(std) - 6 :] / volume
     return out
-
-

@@ -52,8 +52,11 @@ __all__ = [
 #: Row kinds of the design matrix; rows of KIND_FIXED have a sigma fixed by an override.
 KIND_ENERGY, KIND_FORCE, KIND_VIRIAL, KIND_FIXED = 0, 1, 2, -1
 #: The hyperparameter each row kind's sigma follows.
-SIGMA_OF_KIND = {KIND_ENERGY: "sigma_energy", KIND_FORCE: "sigma_force",
-                 KIND_VIRIAL: "sigma_virial"}
+SIGMA_OF_KIND = {
+    KIND_ENERGY: "sigma_energy",
+    KIND_FORCE: "sigma_force",
+    KIND_VIRIAL: "sigma_virial",
+}
 #: Rows of the design matrix gathered before they are folded into the R factor.
 ROWS_PER_BLOCK = 8192
 
@@ -96,21 +99,27 @@ class NoiseModel:
             if not isinstance(self.config_type_sigma, Mapping):
                 raise InvalidParameterError(
                     "'config_type_sigma' must be a dict {config_type: {'energy'|'force'|"
-                    f"'virial': sigma}}; got {self.config_type_sigma!r}.")
+                    f"'virial': sigma}}; got {self.config_type_sigma!r}."
+                )
             for ct, entry in self.config_type_sigma.items():
                 if not isinstance(entry, Mapping) or set(entry) - set(_KEYS):
                     raise InvalidParameterError(
                         f"'config_type_sigma'[{ct!r}] must be a dict with keys from "
-                        f"{list(_KEYS)}; got {entry!r}.")
-                table[ct] = {k: _positive(v, f"config_type_sigma[{ct!r}][{k!r}]")
-                             for k, v in entry.items()}
+                        f"{list(_KEYS)}; got {entry!r}."
+                    )
+                table[ct] = {
+                    k: _positive(v, f"config_type_sigma[{ct!r}][{k!r}]") for k, v in entry.items()
+                }
             object.__setattr__(self, "config_type_sigma", table)
 
     @property
     def defaults(self) -> dict[str, float]:
         """The three default sigmas, keyed by hyperparameter name."""
-        return {"sigma_energy": self.sigma_energy, "sigma_force": self.sigma_force,
-                "sigma_virial": self.sigma_virial}
+        return {
+            "sigma_energy": self.sigma_energy,
+            "sigma_force": self.sigma_force,
+            "sigma_virial": self.sigma_virial,
+        }
 
     def with_defaults(self, **sigmas: float) -> NoiseModel:
         """The same overrides with other default sigmas."""
@@ -135,22 +144,29 @@ class NoiseModel:
             default.update(dict.fromkeys(self.config_type_sigma[ct], False))
         for key in _KEYS:
             if f"{key}_sigma" in atoms.info:
-                sig[key] = _positive(atoms.info[f"{key}_sigma"],
-                                     f"{where}: info[{key + '_sigma'!r}]")
+                sig[key] = _positive(
+                    atoms.info[f"{key}_sigma"], f"{where}: info[{key + '_sigma'!r}]"
+                )
                 default[key] = False
         force = np.full((len(atoms), 3), sig["force"])
         if "force_atom_sigma" in atoms.arrays:
             per_atom = np.asarray(atoms.arrays["force_atom_sigma"], dtype=float).reshape(-1)
-            if per_atom.shape != (len(atoms),) or not np.all(np.isfinite(per_atom)
-                                                             & (per_atom > 0)):
+            if per_atom.shape != (len(atoms),) or not np.all(
+                np.isfinite(per_atom) & (per_atom > 0)
+            ):
                 raise InvalidParameterError(
                     f"{where}: arrays['force_atom_sigma'] must hold one positive finite "
-                    f"number per atom ({len(atoms)}); got {per_atom[:5].tolist()}...")
+                    f"number per atom ({len(atoms)}); got {per_atom[:5].tolist()}..."
+                )
             force = np.repeat(per_atom, 3).reshape(-1, 3)
             default["force"] = False
         root_n = np.sqrt(len(atoms))
-        return {"energy": sig["energy"] * root_n, "force": force,
-                "virial": sig["virial"] * root_n, "default": default}
+        return {
+            "energy": sig["energy"] * root_n,
+            "force": force,
+            "virial": sig["virial"] * root_n,
+            "default": default,
+        }
 
 
 class StructureRows(NamedTuple):
@@ -163,9 +179,19 @@ class StructureRows(NamedTuple):
     counts: dict  # energy, forces and virial observations
 
 
-def structure_rows(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: Mapping,
-                   q_sparse, z_sparse, delta, zeta: int, *,
-                   desc: StructureDescriptor | None = None) -> StructureRows:
+def structure_rows(
+    descriptor,
+    atoms: Atoms,
+    labels: Labels,
+    sigmas: dict,
+    e0: Mapping,
+    q_sparse,
+    z_sparse,
+    delta,
+    zeta: int,
+    *,
+    desc: StructureDescriptor | None = None,
+) -> StructureRows:
     """Design-matrix rows of one structure (runs in a worker).
 
     Parameters
@@ -193,8 +219,11 @@ def structure_rows(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: M
     need_f = labels.forces is not None
     need_v = labels.stress is not None
     if desc is None:
-        desc = (descriptor.features_and_derivatives(atoms) if (need_f or need_v)
-                else StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy()))
+        desc = (
+            descriptor.features_and_derivatives(atoms)
+            if (need_f or need_v)
+            else StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
+        )
     rows = design_rows(desc, q_sparse, z_sparse, delta, zeta, forces=need_f, virial=need_v)
     xp = namespace(q_sparse)
     default = sigmas["default"]
@@ -208,13 +237,25 @@ def structure_rows(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: M
     if need_f:
         n = labels.forces.size
         kind = KIND_FORCE if default["force"] else KIND_FIXED
-        parts.append((xp.reshape(rows["forces"], (n, -1)), labels.forces.ravel(),
-                      sigmas["force"].ravel(), np.full(n, kind)))
+        parts.append(
+            (
+                xp.reshape(rows["forces"], (n, -1)),
+                labels.forces.ravel(),
+                sigmas["force"].ravel(),
+                np.full(n, kind),
+            )
+        )
         counts["forces"] = n
     if need_v:
         kind = KIND_VIRIAL if default["virial"] else KIND_FIXED
-        parts.append((rows["virial"], labels.stress * atoms.get_volume(),
-                      np.full(6, sigmas["virial"]), np.full(6, kind)))
+        parts.append(
+            (
+                rows["virial"],
+                labels.stress * atoms.get_volume(),
+                np.full(6, sigmas["virial"]),
+                np.full(6, kind),
+            )
+        )
         counts["virial"] = 6
     return StructureRows(
         xp.concat([p[0] for p in parts], axis=0),
@@ -225,9 +266,21 @@ def structure_rows(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: M
     )
 
 
-def compute_rows(descriptor, frames: Sequence[Atoms], labels: Sequence[Labels],
-                 noise: NoiseModel, e0: Mapping, q_sparse, z_sparse, delta, zeta: int, *,
-                 backend: Backend, n_jobs: int | None = 1, progress=None):
+def compute_rows(
+    descriptor,
+    frames: Sequence[Atoms],
+    labels: Sequence[Labels],
+    noise: NoiseModel,
+    e0: Mapping,
+    q_sparse,
+    z_sparse,
+    delta,
+    zeta: int,
+    *,
+    backend: Backend,
+    n_jobs: int | None = 1,
+    progress=None,
+):
     """:func:`structure_rows` of every structure, in order (a generator).
 
     Runs on ``n_jobs`` joblib processes for NumPy arrays; in this process for
@@ -235,16 +288,20 @@ def compute_rows(descriptor, frames: Sequence[Atoms], labels: Sequence[Labels],
     ``delta`` are moved to ``backend`` here.
     """
     q_d, delta_d = backend.asarray(q_sparse), backend.asarray(delta)
-    jobs = (delayed(structure_rows)(descriptor, a, lab, noise.sigmas(a, k), e0, q_d,
-                                    z_sparse, delta_d, zeta)
-            for k, (a, lab) in enumerate(zip(frames, labels, strict=True)))
+    jobs = (
+        delayed(structure_rows)(
+            descriptor, a, lab, noise.sigmas(a, k), e0, q_d, z_sparse, delta_d, zeta
+        )
+        for k, (a, lab) in enumerate(zip(frames, labels, strict=True))
+    )
     in_process = len(frames) <= 1 or not backend.is_numpy
     results = Parallel(n_jobs=1 if in_process else (n_jobs or 1), return_as="generator")(jobs)
     return results if progress is None else progress(results, len(frames))
 
 
-def rescale_noise(sigma: np.ndarray, kind: np.ndarray, reference: Mapping,
-                  fitted: Mapping) -> np.ndarray:
+def rescale_noise(
+    sigma: np.ndarray, kind: np.ndarray, reference: Mapping, fitted: Mapping
+) -> np.ndarray:
     """Noise of rows computed at ``reference`` default sigmas, at ``fitted`` ones."""
     out = sigma
     for k, name in SIGMA_OF_KIND.items():
@@ -254,8 +311,14 @@ def rescale_noise(sigma: np.ndarray, kind: np.ndarray, reference: Mapping,
     return out
 
 
-def fold_rows(solver, items: Iterable[tuple], backend: Backend, *,
-              column_scale=None, rows_per_block: float | None = None) -> tuple[int, float]:
+def fold_rows(
+    solver,
+    items: Iterable[tuple],
+    backend: Backend,
+    *,
+    column_scale=None,
+    rows_per_block: float | None = None,
+) -> tuple[int, float]:
     """Whiten rows by their noise and fold them into ``solver`` in blocks.
 
     Parameters
@@ -288,17 +351,18 @@ def fold_rows(solver, items: Iterable[tuple], backend: Backend, *,
         n_rows += len(sigma)
         sum_log += float(np.sum(np.log(sigma)))
         if n_block >= rows_per_block:
-            solver.add_rows(xp.concat([b[0] for b in block], axis=0),
-                            xp.concat([b[1] for b in block]))
+            solver.add_rows(
+                xp.concat([b[0] for b in block], axis=0), xp.concat([b[1] for b in block])
+            )
             block, n_block = [], 0
     if block:
-        solver.add_rows(xp.concat([b[0] for b in block], axis=0),
-                        xp.concat([b[1] for b in block]))
+        solver.add_rows(xp.concat([b[0] for b in block], axis=0), xp.concat([b[1] for b in block]))
     return n_rows, sum_log
 
 
-def fold_structures(solver, structures: Iterable[StructureRows], backend: Backend,
-                    counts: dict, **kwargs) -> tuple[int, float]:
+def fold_structures(
+    solver, structures: Iterable[StructureRows], backend: Backend, counts: dict, **kwargs
+) -> tuple[int, float]:
     """:func:`fold_rows` of :class:`StructureRows`, adding their observation
     counts to ``counts`` (in place) on the way."""
 
@@ -313,5 +377,9 @@ def fold_structures(solver, structures: Iterable[StructureRows], backend: Backen
 
 def is_positive_number(value) -> bool:
     """True for a finite real number > 0 (not a bool)."""
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and bool(np.isfinite(value)) and value > 0)
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+        and value > 0
+    )

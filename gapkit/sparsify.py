@@ -131,9 +131,13 @@ class CandidateReservoir:
         return np.vstack(self._rows) if self._rows else np.zeros((0, 0))
 
 
-def select_from_features(features: Iterable[np.ndarray], numbers: Sequence[np.ndarray],
-                         n_sparse: Mapping[str, int], method: str,
-                         rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def select_from_features(
+    features: Iterable[np.ndarray],
+    numbers: Sequence[np.ndarray],
+    n_sparse: Mapping[str, int],
+    method: str,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sparse points per species from a stream of per-structure descriptors.
 
     Candidates are kept in a uniform random reservoir of at most
@@ -157,8 +161,10 @@ def select_from_features(features: Iterable[np.ndarray], numbers: Sequence[np.nd
     numbers : ndarray of shape (M,)
         Ordered by species as in ``n_sparse``.
     """
-    pools = {atomic_numbers[s]: CandidateReservoir(
-        max(CANDIDATES_PER_SPARSE * n, MIN_CANDIDATES), rng) for s, n in n_sparse.items()}
+    pools = {
+        atomic_numbers[s]: CandidateReservoir(max(CANDIDATES_PER_SPARSE * n, MIN_CANDIDATES), rng)
+        for s, n in n_sparse.items()
+    }
     for f, z in zip(features, numbers, strict=True):
         for zz, pool in pools.items():
             pool.add(f[z == zz])
@@ -174,8 +180,9 @@ def select_from_features(features: Iterable[np.ndarray], numbers: Sequence[np.nd
     return np.vstack(q_sparse), np.concatenate(z_sparse)
 
 
-def check_sparse_points(sparse_points, n_features: int, species_numbers: Sequence[int],
-                        owner: str) -> tuple[np.ndarray, np.ndarray]:
+def check_sparse_points(
+    sparse_points, n_features: int, species_numbers: Sequence[int], owner: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate user-given sparse points and order them by species.
 
     Raises
@@ -188,23 +195,32 @@ def check_sparse_points(sparse_points, n_features: int, species_numbers: Sequenc
         q, z = (np.asarray(a) for a in sparse_points)
     except (TypeError, ValueError) as err:
         raise InvalidParameterError(
-            f"{owner}: 'sparse_points' must be a tuple (features, atomic_numbers).") from err
+            f"{owner}: 'sparse_points' must be a tuple (features, atomic_numbers)."
+        ) from err
     if q.ndim != 2 or q.shape[1] != n_features or z.shape != (len(q),):
         raise InvalidParameterError(
             f"{owner}: 'sparse_points' must be features of shape (M, {n_features}) and M "
-            f"atomic numbers; got {q.shape} and {z.shape}.")
+            f"atomic numbers; got {q.shape} and {z.shape}."
+        )
     if not np.issubdtype(q.dtype, np.number) or not np.all(np.isfinite(q)):
         raise InvalidParameterError(f"{owner}: 'sparse_points' features must be finite numbers.")
     unknown = sorted(set(z.tolist()) - {int(x) for x in species_numbers})
     if unknown:
         raise InvalidParameterError(
-            f"{owner}: sparse points of species {unknown} the model does not have.")
+            f"{owner}: sparse points of species {unknown} the model does not have."
+        )
     order = np.argsort(z, kind="stable")
     return q[order].astype(float), z[order].astype(int)
 
 
-def sparse_cholesky(q_sparse: np.ndarray, z_sparse: np.ndarray, delta: np.ndarray, zeta: int,
-                    jitter: float, backend: Backend) -> np.ndarray:
+def sparse_cholesky(
+    q_sparse: np.ndarray,
+    z_sparse: np.ndarray,
+    delta: np.ndarray,
+    zeta: int,
+    jitter: float,
+    backend: Backend,
+) -> np.ndarray:
     """Block-diagonal (per species) Cholesky factor of ``K_MM + jitter`` (host array).
 
     Raises

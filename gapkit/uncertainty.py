@@ -73,8 +73,7 @@ def energy_prior_variance(features, numbers: np.ndarray, zeta: int, delta: dict[
     return local, total
 
 
-def force_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float],
-                         xp=None):
+def force_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float], xp=None):
     """Prior variance of each force component, shape (n_atoms, 3).
 
     ``F_jb = -sum_i grad eps(q_i) . D_i`` with ``D_i = dq_i/dr_jb``, so
@@ -119,8 +118,7 @@ def force_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, 
     return xp.stack(out)
 
 
-def virial_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float],
-                          xp=None):
+def virial_prior_variance(desc: StructureDescriptor, zeta: int, delta: dict[int, float], xp=None):
     """Prior variance of each Voigt component of the virial ``V * stress``, shape (6,).
 
     The component ``W_ab = sum_i grad eps(q_i) . c_i`` with ``c_i`` the

@@ -30,10 +30,12 @@ def on_strict(x):
     return xps.asarray(np.asarray(x))
 
 
-@pytest.fixture(params=[
-    pytest.param("strict", id="array_api_strict"),
-    pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, needs_gpu]),
-])
+@pytest.fixture(
+    params=[
+        pytest.param("strict", id="array_api_strict"),
+        pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, needs_gpu]),
+    ]
+)
 def space(request):
     """(converter from NumPy, namespace): array_api_strict, and CuPy where a GPU is."""
     if request.param == "strict":
@@ -72,10 +74,18 @@ def test_design_rows_on_other_namespaces(alloy, forces, virial, space):
     conv, xp = space
     desc, model, _ = alloy
     args = (model.sparse_numbers_,)
-    ref = design.design_rows(desc, model.sparse_features_, *args, model.delta_, model.zeta,
-                             forces=forces, virial=virial)
-    got = design.design_rows(desc, conv(model.sparse_features_), *args,
-                             conv(model.delta_), model.zeta, forces=forces, virial=virial)
+    ref = design.design_rows(
+        desc, model.sparse_features_, *args, model.delta_, model.zeta, forces=forces, virial=virial
+    )
+    got = design.design_rows(
+        desc,
+        conv(model.sparse_features_),
+        *args,
+        conv(model.delta_),
+        model.zeta,
+        forces=forces,
+        virial=virial,
+    )
     assert set(got) == set(ref)
     for key in ref:
         close(got[key], ref[key])
@@ -85,30 +95,50 @@ def test_predict_structure_on_other_namespaces(alloy, space):
     conv, xp = space
     desc, model, atoms = alloy
     w = model.coefficients_ * model.delta_**2
-    ref = design.predict_structure(desc, model.sparse_features_, model.sparse_numbers_, w,
-                                   model.zeta)
-    got = design.predict_structure(desc, conv(model.sparse_features_),
-                                   model.sparse_numbers_, conv(w), model.zeta)
+    ref = design.predict_structure(
+        desc, model.sparse_features_, model.sparse_numbers_, w, model.zeta
+    )
+    got = design.predict_structure(
+        desc, conv(model.sparse_features_), model.sparse_numbers_, conv(w), model.zeta
+    )
     for key in ("energies", "forces", "virial"):
         close(got[key], ref[key])
     # the forces are those of the fitted model (not only self-consistent)
     np.testing.assert_allclose(
-        backend.to_numpy(got["forces"]), model.predict_forces([atoms])[0], rtol=1e-9,
-        atol=1e-12)
+        backend.to_numpy(got["forces"]), model.predict_forces([atoms])[0], rtol=1e-9, atol=1e-12
+    )
 
 
 def test_local_energy_rows_on_other_namespaces(alloy, space):
     conv, xp = space
     desc, model, _ = alloy
-    ref = design.local_energy_rows(desc.features, desc.numbers, model.sparse_features_,
-                                   model.sparse_numbers_, model.delta_, model.zeta)
-    got = design.local_energy_rows(desc.features, desc.numbers,
-                                   conv(model.sparse_features_), model.sparse_numbers_,
-                                   conv(model.delta_), model.zeta)
+    ref = design.local_energy_rows(
+        desc.features,
+        desc.numbers,
+        model.sparse_features_,
+        model.sparse_numbers_,
+        model.delta_,
+        model.zeta,
+    )
+    got = design.local_energy_rows(
+        desc.features,
+        desc.numbers,
+        conv(model.sparse_features_),
+        model.sparse_numbers_,
+        conv(model.delta_),
+        model.zeta,
+    )
     close(got, ref)
     # rows sum to the energy row of the design matrix
-    energy_row = design.design_rows(desc, model.sparse_features_, model.sparse_numbers_,
-                                    model.delta_, model.zeta, forces=False, virial=False)
+    energy_row = design.design_rows(
+        desc,
+        model.sparse_features_,
+        model.sparse_numbers_,
+        model.delta_,
+        model.zeta,
+        forces=False,
+        virial=False,
+    )
     np.testing.assert_allclose(ref.sum(axis=0), energy_row["energy"], rtol=1e-12)
 
 
@@ -125,14 +155,23 @@ def test_streaming_qr_on_other_namespaces(space):
         left, right = gp.StreamingQR(m), gp.StreamingQR(m)
         left.add_rows(chol.T, conv(np.zeros(m)))
         for start in range(0, 60, 17):
-            left.add_rows(conv(rows[start:start + 17][:60 - start]),
-                          conv(y[start:start + 17][:60 - start]))
+            left.add_rows(
+                conv(rows[start : start + 17][: 60 - start]),
+                conv(y[start : start + 17][: 60 - start]),
+            )
         right.add_rows(conv(rows[60:]), conv(y[60:]))
         left.merge(right)
         resumed = gp.StreamingQR.from_factors(left.r, left.qtb, left.residual)
         sigma = conv(np.ones(120))
-        results.append((left.solve(), resumed.solve(), left.residual,
-                        gp.log_marginal_likelihood(left, chol, sigma), left.r))
+        results.append(
+            (
+                left.solve(),
+                resumed.solve(),
+                left.residual,
+                gp.log_marginal_likelihood(left, chol, sigma),
+                left.r,
+            )
+        )
     (a_np, b_np, res_np, lml_np, r_np), (a_s, b_s, res_s, lml_s, r_s) = results
     close(a_s, a_np)
     close(b_s, a_np)
@@ -150,7 +189,8 @@ def test_streaming_qr_on_other_namespaces(space):
         r_w = backend.to_numpy(white.r)
         np.testing.assert_allclose(r_w.T @ r_w, r_np.T @ r_np, rtol=1e-10, atol=1e-10)
         assert gp.log_marginal_likelihood(white, None, conv(np.ones(120))) == pytest.approx(
-            lml_np, rel=1e-10)
+            lml_np, rel=1e-10
+        )
 
 
 def test_cholesky_failure_is_reported_on_other_namespaces(space):
@@ -162,24 +202,35 @@ def test_cholesky_failure_is_reported_on_other_namespaces(space):
 def test_variances_on_other_namespaces(alloy, space):
     conv, xp = space
     desc, model, _ = alloy
-    rows = design.design_rows(desc, model.sparse_features_, model.sparse_numbers_,
-                              model.delta_, model.zeta, virial=False)["forces"]
+    rows = design.design_rows(
+        desc, model.sparse_features_, model.sparse_numbers_, model.delta_, model.zeta, virial=False
+    )["forces"]
     rows = rows.reshape(-1, len(model.coefficients_))
-    close(uncertainty.sor_variance(conv(rows), conv(model.r_factor_)),
-          uncertainty.sor_variance(rows, model.r_factor_))
-    close(uncertainty.nystrom_variance(conv(rows), conv(model.sparse_cholesky_)),
-          uncertainty.nystrom_variance(rows, model.sparse_cholesky_))
+    close(
+        uncertainty.sor_variance(conv(rows), conv(model.r_factor_)),
+        uncertainty.sor_variance(rows, model.r_factor_),
+    )
+    close(
+        uncertainty.nystrom_variance(conv(rows), conv(model.sparse_cholesky_)),
+        uncertainty.nystrom_variance(rows, model.sparse_cholesky_),
+    )
     delta = {29: 1.0, 79: 1.0}
-    local, total = uncertainty.energy_prior_variance(conv(desc.features), desc.numbers,
-                                                     model.zeta, delta)
-    local_np, total_np = uncertainty.energy_prior_variance(desc.features, desc.numbers,
-                                                           model.zeta, delta)
+    local, total = uncertainty.energy_prior_variance(
+        conv(desc.features), desc.numbers, model.zeta, delta
+    )
+    local_np, total_np = uncertainty.energy_prior_variance(
+        desc.features, desc.numbers, model.zeta, delta
+    )
     close(local, local_np)
     assert total == pytest.approx(total_np, rel=1e-12)
-    close(uncertainty.force_prior_variance(desc, model.zeta, delta, xp),
-          uncertainty.force_prior_variance(desc, model.zeta, delta))
-    close(uncertainty.virial_prior_variance(desc, model.zeta, delta, xp),
-          uncertainty.virial_prior_variance(desc, model.zeta, delta))
+    close(
+        uncertainty.force_prior_variance(desc, model.zeta, delta, xp),
+        uncertainty.force_prior_variance(desc, model.zeta, delta),
+    )
+    close(
+        uncertainty.virial_prior_variance(desc, model.zeta, delta, xp),
+        uncertainty.virial_prior_variance(desc, model.zeta, delta),
+    )
 
 
 # ------------------------------------------------------------ whole estimator
@@ -214,15 +265,23 @@ def assert_rel(actual, desired, rtol=1e-10):
 def assert_same_model(cpu, dev, frames):
     assert dev.device_ == "cuda" and cpu.device_ == "cpu"
     assert_rel(dev.coefficients_, cpu.coefficients_)
-    assert dev.log_marginal_likelihood_ == pytest.approx(cpu.log_marginal_likelihood_,
-                                                         rel=1e-10)
+    assert dev.log_marginal_likelihood_ == pytest.approx(cpu.log_marginal_likelihood_, rel=1e-10)
     ref = cpu.predict_all(frames, return_std=True)
     got = dev.predict_all(frames, return_std=True)
     for r, g in zip(ref, got, strict=True):
-        for key in ("energy", "energies", "forces", "stress", "energy_std", "energies_std",
-                    "forces_std", "stress_std"):
-            np.testing.assert_allclose(g[key], r[key], rtol=1e-10,
-                                       atol=1e-10 * np.max(np.abs(r[key])), err_msg=key)
+        for key in (
+            "energy",
+            "energies",
+            "forces",
+            "stress",
+            "energy_std",
+            "energies_std",
+            "forces_std",
+            "stress_std",
+        ):
+            np.testing.assert_allclose(
+                g[key], r[key], rtol=1e-10, atol=1e-10 * np.max(np.abs(r[key])), err_msg=key
+            )
             assert isinstance(g[key], (float, np.ndarray))
 
 
@@ -238,7 +297,8 @@ def test_estimator_device_path_matches_cpu(strict_device, cuau_frames):
 def test_estimator_device_path_optimize(strict_device, cuau_frames):
     cpu, dev = fit_pair(cuau_frames[:6], optimize=["sigma_force"])
     assert dev.hyperparameters_["sigma_force"] == pytest.approx(
-        cpu.hyperparameters_["sigma_force"], rel=1e-6)
+        cpu.hyperparameters_["sigma_force"], rel=1e-6
+    )
     assert_rel(dev.coefficients_, cpu.coefficients_, rtol=1e-6)
 
 

@@ -61,8 +61,9 @@ def test_baseline_improves_a_short_cutoff_model(nacl_frames):
     train, test = nacl_frames[:7], nacl_frames[7:]
     soap = small_soap(r_cut=3.0, n_max=4, l_max=3)
     plain = GAPRegressor(soap, n_sparse=30, random_state=0).fit(train)
-    based = GAPRegressor(soap, n_sparse=30, random_state=0,
-                         baseline=Ewald(charges=CHARGES, accuracy=1e-8)).fit(train)
+    based = GAPRegressor(
+        soap, n_sparse=30, random_state=0, baseline=Ewald(charges=CHARGES, accuracy=1e-8)
+    ).fit(train)
     err_plain = plain.evaluate(test)["force_rmse"]
     err_based = based.evaluate(test)["force_rmse"]
     assert err_based < 0.5 * err_plain
@@ -83,8 +84,12 @@ def test_baseline_improves_a_short_cutoff_model(nacl_frames):
 def test_baseline_forces_and_round_trip(nacl_frames, tmp_path):
     from ase.calculators.fd import calculate_numerical_forces
 
-    model = GAPRegressor(small_soap(r_cut=3.0, n_max=4, l_max=3), n_sparse=20, random_state=0,
-                         baseline=Ewald(charges=CHARGES)).fit(nacl_frames[:4])
+    model = GAPRegressor(
+        small_soap(r_cut=3.0, n_max=4, l_max=3),
+        n_sparse=20,
+        random_state=0,
+        baseline=Ewald(charges=CHARGES),
+    ).fit(nacl_frames[:4])
     atoms = nacl_frames[5].copy()
     atoms.calc = model.calculator()
     forces = atoms.get_forces()

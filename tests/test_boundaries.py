@@ -51,15 +51,18 @@ def test_case2_nan_energy_in_y_names_the_structure(cuau_frames):
         GAPRegressor(small_soap(), n_sparse=10).fit(cuau_frames[:4], y=y)
 
 
-@pytest.mark.parametrize("y, match", [([1.0, 2.0], r"shape \(2,\); expected \(4,\)"),
-                                      (["a", "b", "c", "d"], "must be numbers")])
+@pytest.mark.parametrize(
+    "y, match",
+    [([1.0, 2.0], r"shape \(2,\); expected \(4,\)"), (["a", "b", "c", "d"], "must be numbers")],
+)
 def test_case2_y_of_wrong_shape_or_type(cuau_frames, y, match):
     with pytest.raises(InvalidLabelError, match=match):
         GAPRegressor(small_soap(), n_sparse=10).fit(cuau_frames[:4], y=y)
 
 
-@pytest.mark.parametrize("e0", [{"Cu": np.nan, "Au": 0.0}, {"Cu": np.inf, "Au": 0.0},
-                                {"Cu": "x", "Au": 0.0}])
+@pytest.mark.parametrize(
+    "e0", [{"Cu": np.nan, "Au": 0.0}, {"Cu": np.inf, "Au": 0.0}, {"Cu": "x", "Au": 0.0}]
+)
 def test_case2_non_finite_e0_is_refused(cuau_frames, e0):
     with pytest.raises(InvalidParameterError, match="'e0' must be"):
         GAPRegressor(small_soap(), n_sparse=10, e0=e0).fit(cuau_frames[:4])
@@ -69,8 +72,9 @@ def test_case2_nan_force_label_names_key_and_structure(cuau_frames):
     frames = _info_labelled(cuau_frames[:3])
     frames[1].arrays["my_forces"][3, 1] = np.nan
     with pytest.raises(InvalidLabelError, match=r"structure 1: the forces \('my_forces'\) is NaN"):
-        GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy",
-                     forces_key="my_forces").fit(frames)
+        GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy", forces_key="my_forces").fit(
+            frames
+        )
 
 
 # ------------------------------------------------------------------ case 3
@@ -104,11 +108,15 @@ def test_case3_unknown_species_names_the_structure(cuau_model, cuau_frames):
 # ------------------------------------------------------------------ case 4
 def test_case4_key_typos_are_errors(cuau_frames):
     frames = _info_labelled(cuau_frames[:3])
-    for kwargs, match in (({"energy_key": "my_enrgy"}, "energy_key='my_enrgy' is not in "
-                           r"atoms.info of any structure \(keys found: .*my_energy"),
-                          ({"forces_key": "my_frces"}, "forces_key='my_frces' is not in "
-                           "atoms.arrays"),
-                          ({"stress_key": "stres"}, "stress_key='stres'")):
+    for kwargs, match in (
+        (
+            {"energy_key": "my_enrgy"},
+            "energy_key='my_enrgy' is not in "
+            r"atoms.info of any structure \(keys found: .*my_energy",
+        ),
+        ({"forces_key": "my_frces"}, "forces_key='my_frces' is not in atoms.arrays"),
+        ({"stress_key": "stres"}, "stress_key='stres'"),
+    ):
         with pytest.raises(MissingLabelError, match=match):
             GAPRegressor(small_soap(), n_sparse=10, **kwargs).fit(frames)
 
@@ -183,12 +191,15 @@ def test_case10_virial_as_six_voigt_values_equals_the_tensor():
     np.testing.assert_allclose(read_labels(a6).stress, stress, rtol=1e-12)
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("stress", [1.0, 2.0, 3.0, 4.0], r"stress \('stress'\) must have 6 .* got shape \(4,\)"),
-    ("virial", [1.0, 2.0, 3.0, 4.0, 5.0], r"virial \('virial'\) must have 6"),
-    ("energy", "minus three", r"energy \('energy'\) is not a number"),
-    ("energy", [1.0, 2.0], r"energy \('energy'\) must be one number"),
-])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("stress", [1.0, 2.0, 3.0, 4.0], r"stress \('stress'\) must have 6 .* got shape \(4,\)"),
+        ("virial", [1.0, 2.0, 3.0, 4.0, 5.0], r"virial \('virial'\) must have 6"),
+        ("energy", "minus three", r"energy \('energy'\) is not a number"),
+        ("energy", [1.0, 2.0], r"energy \('energy'\) must be one number"),
+    ],
+)
 def test_case10_malformed_labels_name_key_and_structure(key, value, match):
     frames = [_bulk_labelled() for _ in range(3)]
     for a in frames:
@@ -207,34 +218,44 @@ def test_case10_forces_of_the_wrong_shape():
     atoms.calc = None
     atoms.info["energy"] = 1.0
     atoms.new_array("short", np.zeros((len(atoms), 2)))
-    with pytest.raises(InvalidLabelError,
-                       match=r"structure 0: the forces \('short'\) must have shape \(4, 3\)"):
+    with pytest.raises(
+        InvalidLabelError, match=r"structure 0: the forces \('short'\) must have shape \(4, 3\)"
+    ):
         read_training_labels([atoms], None, (None, "short", None), "GAPRegressor.fit")
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"delta": np.inf}, "'delta' must be a positive number <= 1e"),
-    ({"delta": 1e200}, "'delta' must be a positive number <= 1e"),
-    ({"delta": {"Cu": 1.0, "Au": -1.0}}, "'delta' must be"),
-    ({"sigma_force": np.nan}, "'sigma_force' must be a positive finite"),
-    ({"zeta": 2.5}, "'zeta' must be an integer"),
-    ({"zeta": True}, "'zeta' must be an integer"),
-    ({"n_sparse": 0}, "'n_sparse' must be an integer >= 1"),
-    ({"jitter": np.inf}, "'jitter' must be a number in"),
-    ({"random_state": -1}, "'random_state' must be"),
-    ({"config_type_sigma": {"slab": {"force": 0.0}}}, r"config_type_sigma\['slab'\]\['force'\]"),
-    ({"config_type_sigma": {"slab": {"forse": 0.1}}}, r"config_type_sigma'\]\['slab'\]|keys"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"delta": np.inf}, "'delta' must be a positive number <= 1e"),
+        ({"delta": 1e200}, "'delta' must be a positive number <= 1e"),
+        ({"delta": {"Cu": 1.0, "Au": -1.0}}, "'delta' must be"),
+        ({"sigma_force": np.nan}, "'sigma_force' must be a positive finite"),
+        ({"zeta": 2.5}, "'zeta' must be an integer"),
+        ({"zeta": True}, "'zeta' must be an integer"),
+        ({"n_sparse": 0}, "'n_sparse' must be an integer >= 1"),
+        ({"jitter": np.inf}, "'jitter' must be a number in"),
+        ({"random_state": -1}, "'random_state' must be"),
+        (
+            {"config_type_sigma": {"slab": {"force": 0.0}}},
+            r"config_type_sigma\['slab'\]\['force'\]",
+        ),
+        ({"config_type_sigma": {"slab": {"forse": 0.1}}}, r"config_type_sigma'\]\['slab'\]|keys"),
+    ],
+)
 def test_case10_bad_parameters(cuau_frames, params, match):
     with pytest.raises(InvalidParameterError, match=match):
         GAPRegressor(small_soap(), **{"n_sparse": 5, **params}).fit(cuau_frames[:2])
 
 
-@pytest.mark.parametrize("params, match", [
-    ({"r_cut": np.inf}, "'r_cut' must be a positive number of Å, at most 50"),
-    ({"r_cut": np.nan}, "'r_cut'"),
-    ({"sigma": np.inf}, "'sigma'"),
-])
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"r_cut": np.inf}, "'r_cut' must be a positive number of Å, at most 50"),
+        ({"r_cut": np.nan}, "'r_cut'"),
+        ({"sigma": np.inf}, "'sigma'"),
+    ],
+)
 def test_case10_bad_descriptor(cuau_frames, params, match):
     with pytest.raises(InvalidParameterError, match=match):
         GAPRegressor(SOAP(**{"n_max": 3, "l_max": 2, **params}), n_sparse=5).fit(cuau_frames[:2])
@@ -263,8 +284,9 @@ def test_case6_long_and_skewed_cells_are_valid():
     model = GAPRegressor(small_soap(), n_sparse=4, e0="zero").fit(cells)
     e_cube, e_skew = model.predict([cube, skew])
     assert e_skew == pytest.approx(e_cube, abs=1e-9)
-    long = Atoms("Cu2", positions=[[0, 0, 0], [1.25, 1.25, 1500.0]], cell=[2.5, 2.5, 3000],
-                 pbc=True)
+    long = Atoms(
+        "Cu2", positions=[[0, 0, 0], [1.25, 1.25, 1500.0]], cell=[2.5, 2.5, 3000], pbc=True
+    )
     assert np.isfinite(model.predict([long])[0])
     flat = Atoms("Cu", cell=[[2.5, 0, 0], [5.0, 0, 0], [0, 0, 2.5]], pbc=True)
     with pytest.raises(InvalidStructureError, match="structure 0 is periodic .* zero volume"):

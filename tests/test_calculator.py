@@ -51,8 +51,9 @@ def test_nve_md_conserves_energy(cu_model):
     atoms.rattle(0.05, seed=0)
     atoms.calc = cu_model.calculator()
     rng = np.random.default_rng(0)
-    atoms.set_momenta(rng.normal(0, np.sqrt(300 * units.kB * atoms.get_masses()[:, None]),
-                                 (len(atoms), 3)))
+    atoms.set_momenta(
+        rng.normal(0, np.sqrt(300 * units.kB * atoms.get_masses()[:, None]), (len(atoms), 3))
+    )
     dyn = VelocityVerlet(atoms, 1 * units.fs)
     totals = []
     for _ in range(40):

@@ -32,8 +32,10 @@ def test_invalid_toml_names_the_file_and_the_parsers_message(tmp_path):
     path.write_text("n_sparse = \n")
     with pytest.raises(tomllib.TOMLDecodeError) as parser:
         tomllib.loads(path.read_text())
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape(f"config {str(path)!r}: not valid TOML ({parser.value})")):
+    with pytest.raises(
+        InvalidParameterError,
+        match=re.escape(f"config {str(path)!r}: not valid TOML ({parser.value})"),
+    ):
         read_config(path)
 
 
@@ -42,8 +44,10 @@ def test_invalid_json_names_the_file_and_the_parsers_message(tmp_path):
     path.write_text('{"n_sparse": ')
     with pytest.raises(json.JSONDecodeError) as parser:
         json.loads(path.read_text())
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape(f"config {str(path)!r}: not valid JSON ({parser.value})")):
+    with pytest.raises(
+        InvalidParameterError,
+        match=re.escape(f"config {str(path)!r}: not valid JSON ({parser.value})"),
+    ):
         read_config(path)
 
 
@@ -70,8 +74,10 @@ def test_toml_on_python_310_uses_tomli(tmp_path, monkeypatch):
 
 
 def test_descriptor_must_be_a_table():
-    message = ("config: 'descriptor' must be a table of SOAP parameters, e.g. "
-               "{\"r_cut\": 5.0}; got 'soap'.")
+    message = (
+        "config: 'descriptor' must be a table of SOAP parameters, e.g. "
+        "{\"r_cut\": 5.0}; got 'soap'."
+    )
     with pytest.raises(InvalidParameterError, match=re.escape(message)):
         build_model({"descriptor": "soap"})
 
@@ -79,15 +85,18 @@ def test_descriptor_must_be_a_table():
 def test_unknown_keys_are_rejected():
     with pytest.raises(InvalidParameterError, match="unknown parameter\\(s\\) n_sparce; allowed"):
         build_model({"n_sparce": 3})
-    with pytest.raises(InvalidParameterError,
-                       match="unknown descriptor parameter\\(s\\) cutoff; allowed"):
+    with pytest.raises(
+        InvalidParameterError, match="unknown descriptor parameter\\(s\\) cutoff; allowed"
+    ):
         build_model({"descriptor": {"cutoff": 5}})
 
 
 @pytest.mark.parametrize("baseline", ["pme", ["PME"], {"charges": {"Na": 1.0, "Cl": -1.0}}])
 def test_baseline_must_be_a_table_with_a_class(baseline):
-    with pytest.raises(InvalidParameterError,
-                       match="'baseline' must be a table with a 'class' \\(Coulomb, Ewald or PME"):
+    with pytest.raises(
+        InvalidParameterError,
+        match="'baseline' must be a table with a 'class' \\(Coulomb, Ewald or PME",
+    ):
         build_model({"baseline": baseline})
 
 

@@ -34,8 +34,13 @@ def test_cluster_route_reproduces_dscribe_periodic_descriptor(nacl_rattled):
     soap = small_soap(species=["Na", "Cl"])
     engine = soap._engine()
     periodic = _PaddedSOAP(
-        species=["Na", "Cl"], r_cut=soap.r_cut, n_max=soap.n_max, l_max=soap.l_max,
-        sigma=soap.sigma, periodic=True, cutoff_tolerance=soap.cutoff_tolerance,
+        species=["Na", "Cl"],
+        r_cut=soap.r_cut,
+        n_max=soap.n_max,
+        l_max=soap.l_max,
+        sigma=soap.sigma,
+        periodic=True,
+        cutoff_tolerance=soap.cutoff_tolerance,
     )
     assert periodic.get_cutoff_padding() == pytest.approx(engine.get_cutoff_padding())
     p = periodic.create(nacl_rattled) * soap._weights()
@@ -144,8 +149,11 @@ def test_molecule_and_padding():
     desc = soap.features_and_derivatives(mol)
     assert desc.features.shape == (6, soap.n_features)
     assert soap.neighbour_cutoff == pytest.approx(neighbour_cutoff(3.5, 0.5, 1e-10))
-    assert soap.neighbour_cutoff > soap.r_cut + DScribeSOAP(
-        species=["C"], r_cut=3.5, n_max=4, l_max=3, sigma=0.5).get_cutoff_padding()
+    assert (
+        soap.neighbour_cutoff
+        > soap.r_cut
+        + DScribeSOAP(species=["C"], r_cut=3.5, n_max=4, l_max=3, sigma=0.5).get_cutoff_padding()
+    )
 
 
 def test_cutoff_crossing_is_smooth():
@@ -177,12 +185,18 @@ def test_contracted_derivatives_equal_stored_ones(cuau_model, cuau_frames):
 
     model, atoms = cuau_model, cuau_frames[2]
     w = model.coefficients_ * model.delta_**2
-    ref = predict_structure(model.descriptor_.features_and_derivatives(atoms),
-                            model.sparse_features_, model.sparse_numbers_, w, model.zeta)
+    ref = predict_structure(
+        model.descriptor_.features_and_derivatives(atoms),
+        model.sparse_features_,
+        model.sparse_numbers_,
+        w,
+        model.zeta,
+    )
 
     def gradient(q, numbers):
-        return local_energy_gradients(q, numbers, model.sparse_features_,
-                                      model.sparse_numbers_, w, model.zeta)
+        return local_energy_gradients(
+            q, numbers, model.sparse_features_, model.sparse_numbers_, w, model.zeta
+        )
 
     centres = np.array([5, 1, 9])
     eps, forces, virial = model.descriptor_.contract_derivatives(atoms, gradient)

@@ -58,13 +58,11 @@ def test_invariance_and_equivariance(cuau_model, cuau_frames):
     rot.rotate(50, (1, -1, 2), rotate_cell=True)
     rotation = np.linalg.solve(atoms.cell.array, rot.cell.array).T  # r' = R r
     assert cuau_model.predict([rot])[0] == pytest.approx(energy, abs=1e-9)
-    np.testing.assert_allclose(cuau_model.predict_forces([rot])[0], forces @ rotation.T,
-                               atol=1e-9)
+    np.testing.assert_allclose(cuau_model.predict_forces([rot])[0], forces @ rotation.T, atol=1e-9)
 
     perm = np.random.default_rng(1).permutation(len(atoms))
     assert cuau_model.predict([atoms[perm]])[0] == pytest.approx(energy, abs=1e-9)
-    np.testing.assert_allclose(cuau_model.predict_forces([atoms[perm]])[0], forces[perm],
-                               atol=1e-9)
+    np.testing.assert_allclose(cuau_model.predict_forces([atoms[perm]])[0], forces[perm], atol=1e-9)
 
 
 def test_supercell_gives_same_per_atom_energies(cuau_model, cuau_frames):
@@ -73,7 +71,8 @@ def test_supercell_gives_same_per_atom_energies(cuau_model, cuau_frames):
     local8 = cuau_model.predict_local_energies([atoms * (2, 2, 2)])[0]
     np.testing.assert_allclose(local8, np.tile(local, 8), atol=1e-10)
     np.testing.assert_allclose(
-        cuau_model.predict_stress([atoms * (2, 2, 2)]), cuau_model.predict_stress([atoms]),
+        cuau_model.predict_stress([atoms * (2, 2, 2)]),
+        cuau_model.predict_stress([atoms]),
         atol=1e-10,
     )
 
@@ -92,8 +91,9 @@ def test_fit_reproduces_training_data_and_generalises(cu_data):
 def test_e0_options(cuau_frames):
     fit = GAPRegressor(small_soap(), n_sparse=20, random_state=0).fit(cuau_frames)
     # least squares on composition reproduces the mean energy per composition
-    comp = np.array([[a.get_chemical_symbols().count(s) for s in ("Cu", "Au")]
-                     for a in cuau_frames])
+    comp = np.array(
+        [[a.get_chemical_symbols().count(s) for s in ("Cu", "Au")] for a in cuau_frames]
+    )
     energies = np.array([a.get_potential_energy() for a in cuau_frames])
     expected, *_ = np.linalg.lstsq(comp, energies, rcond=None)
     assert fit.e0_ == pytest.approx({"Cu": expected[0], "Au": expected[1]})
@@ -112,15 +112,18 @@ def test_sigma_overrides_change_the_fit(cu_data):
     base = GAPRegressor(small_soap(), n_sparse=30, random_state=0).fit(train)
     train[0].info["energy_sigma"] = 1e-5
     tight = GAPRegressor(small_soap(), n_sparse=30, random_state=0).fit(train)
-    err = [abs(m.predict([train[0]])[0] - train[0].get_potential_energy())
-           for m in (base, tight)]
+    err = [abs(m.predict([train[0]])[0] - train[0].get_potential_energy()) for m in (base, tight)]
     assert err[1] < err[0]
     by_type = GAPRegressor(
-        small_soap(), n_sparse=30, random_state=0,
+        small_soap(),
+        n_sparse=30,
+        random_state=0,
         config_type_sigma={train[1].info["config_type"]: {"force": 1e-4}},
     ).fit(train)
-    ferr = [np.abs(m.predict_forces([train[1]])[0] - train[1].get_forces()).max()
-            for m in (base, by_type)]
+    ferr = [
+        np.abs(m.predict_forces([train[1]])[0] - train[1].get_forces()).max()
+        for m in (base, by_type)
+    ]
     assert ferr[1] < ferr[0]
     with pytest.raises(InvalidParameterError, match="config_type_sigma"):
         GAPRegressor(config_type_sigma={"x": {"energy": -1.0}}).fit(train)
@@ -170,11 +173,15 @@ def test_cross_val_score_and_grid_search():
 
     # the reference: an explicit fit and score per fold and candidate
     def fold_scores(delta):
-        return np.array([
-            clone(model).set_params(delta=delta).fit([frames[i] for i in train])
-            .score([frames[i] for i in test])
-            for train, test in cv.split(frames)
-        ])
+        return np.array(
+            [
+                clone(model)
+                .set_params(delta=delta)
+                .fit([frames[i] for i in train])
+                .score([frames[i] for i in test])
+                for train, test in cv.split(frames)
+            ]
+        )
 
     explicit = {delta: fold_scores(delta) for delta in grid_values}
     assert explicit[1.0].mean() > 0.9 > 0.5 > explicit[1e-3].mean()
@@ -184,8 +191,12 @@ def test_cross_val_score_and_grid_search():
     np.testing.assert_allclose(scores, explicit[1.0], rtol=1e-10)
 
     grid = GridSearchCV(model, {"delta": grid_values}, cv=cv).fit(frames)
-    means = {p["delta"]: m for p, m in zip(grid.cv_results_["params"],
-                                           grid.cv_results_["mean_test_score"], strict=True)}
+    means = {
+        p["delta"]: m
+        for p, m in zip(
+            grid.cv_results_["params"], grid.cv_results_["mean_test_score"], strict=True
+        )
+    }
     for delta in grid_values:
         assert means[delta] == pytest.approx(explicit[delta].mean(), rel=1e-10)
     assert grid.best_params_ == {"delta": 1.0}  # the bad value lost
@@ -222,8 +233,9 @@ def test_energy_only_and_forces_only_labels():
     energy_only = [a.copy() for a in train]
     for a, b in zip(energy_only, train, strict=True):
         a.info["my_energy"] = b.get_potential_energy()
-    model = GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy",
-                         random_state=0).fit(energy_only)
+    model = GAPRegressor(small_soap(), n_sparse=10, energy_key="my_energy", random_state=0).fit(
+        energy_only
+    )
     assert model.n_observations_ == {"energy": 6, "forces": 0, "virial": 0}
     energies = np.array([a.get_potential_energy() for a in train])
     # the energies (spread ~0.8 eV) are reproduced to a few per cent of their spread
@@ -235,8 +247,9 @@ def test_energy_only_and_forces_only_labels():
         b = a.copy()
         b.calc = SinglePointCalculator(b, forces=a.get_forces())
         forces_only.append(b)
-    model = GAPRegressor(small_soap(), n_sparse=20, e0={"Cu": -0.25},
-                         random_state=0).fit(forces_only)
+    model = GAPRegressor(small_soap(), n_sparse=20, e0={"Cu": -0.25}, random_state=0).fit(
+        forces_only
+    )
     assert model.n_observations_ == {"energy": 0, "forces": 6 * 8 * 3, "virial": 0}
     assert model.e0_ == {"Cu": -0.25}
     for frames_ in (train, test):

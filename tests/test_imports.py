@@ -49,8 +49,11 @@ def import_graph() -> dict[str, set[str]]:
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom):
                 target = _resolve(module, is_package, node.level, node.module)
-                subs = [f"{target}.{alias.name}" for alias in node.names
-                        if f"{target}.{alias.name}" in modules]
+                subs = [
+                    f"{target}.{alias.name}"
+                    for alias in node.names
+                    if f"{target}.{alias.name}" in modules
+                ]
                 # ``from . import sub`` names the submodule, not the package
                 targets = subs if len(subs) == len(node.names) else [target, *subs]
             for target in targets:
@@ -69,7 +72,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -105,8 +108,15 @@ def test_no_import_cycle_in_gapkit():
 
 def test_numerical_modules_do_not_import_the_estimator():
     graph = import_graph()
-    for module in ("gapkit.io", "gapkit.model", "gapkit.rows", "gapkit.gp",
-                   "gapkit.sparsify", "gapkit.hyperopt", "gapkit.prediction",
-                   "gapkit.calculator"):
+    for module in (
+        "gapkit.io",
+        "gapkit.model",
+        "gapkit.rows",
+        "gapkit.gp",
+        "gapkit.sparsify",
+        "gapkit.hyperopt",
+        "gapkit.prediction",
+        "gapkit.calculator",
+    ):
         assert "gapkit.estimator" not in graph[module], module
         assert "gapkit.cli" not in graph[module], module

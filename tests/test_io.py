@@ -35,8 +35,16 @@ from gapkit.model import MODEL_ARRAYS
 
 CHARGES = {"Cu": 0.1, "Au": -0.1}
 HOT = {"hot": {"energy": 0.01, "force": 0.3}}
-PREDICTED = {"energy", "energy_std", "energies", "energies_std", "forces", "forces_std",
-             "stress", "stress_std"}
+PREDICTED = {
+    "energy",
+    "energy_std",
+    "energies",
+    "energies_std",
+    "forces",
+    "forces_std",
+    "stress",
+    "stress_std",
+}
 
 
 @pytest.fixture(scope="module")
@@ -101,8 +109,9 @@ def case(request, alloy, tmp_path_factory):
         model.calibrate(alloy[6:])
     path = tmp_path_factory.mktemp(name) / "model.gap"
     model.save(path)
-    return SimpleNamespace(name=name, model=model, path=path,
-                           expected=model.predict_all(alloy[6:], return_std=True))
+    return SimpleNamespace(
+        name=name, model=model, path=path, expected=model.predict_all(alloy[6:], return_std=True)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -115,14 +124,28 @@ def test_round_trip_gives_identical_predictions(case, alloy):
     loaded = load(case.path)
     assert_same(loaded.predict_all(alloy[6:], return_std=True), case.expected)
 
-    for attr in ("sparse_features_", "sparse_numbers_", "delta_", "coefficients_",
-                 "r_factor_", "qtb_", "sparse_cholesky_"):
+    for attr in (
+        "sparse_features_",
+        "sparse_numbers_",
+        "delta_",
+        "coefficients_",
+        "r_factor_",
+        "qtb_",
+        "sparse_cholesky_",
+    ):
         np.testing.assert_array_equal(getattr(loaded, attr), getattr(model, attr), strict=True)
-    for attr in ("species_", "e0_", "hyperparameters_", "log_marginal_likelihood_",
-                 "std_scale_", "n_observations_", "random_state_", "residual_"):
+    for attr in (
+        "species_",
+        "e0_",
+        "hyperparameters_",
+        "log_marginal_likelihood_",
+        "std_scale_",
+        "n_observations_",
+        "random_state_",
+        "residual_",
+    ):
         assert getattr(loaded, attr) == getattr(model, attr), attr
-    assert loaded.fitted_.variance == model.fitted_.variance == CASES[name].get("variance",
-                                                                                 "dtc")
+    assert loaded.fitted_.variance == model.fitted_.variance == CASES[name].get("variance", "dtc")
     assert loaded.fitted_.noise == model.fitted_.noise
     assert loaded.descriptor_.get_params() == model.descriptor_.get_params()
 
@@ -148,8 +171,10 @@ def test_every_prediction_method_after_load(tmp_path, alloy):
     frames = alloy[6:]
     for method in ("predict", "predict_local_energies", "predict_forces", "predict_stress"):
         for std in (False, True) if method == "predict" else (True,):
-            _same(getattr(loaded, method)(frames, return_std=std),
-                  getattr(model, method)(frames, return_std=std))
+            _same(
+                getattr(loaded, method)(frames, return_std=std),
+                getattr(model, method)(frames, return_std=std),
+            )
 
 
 def test_loaded_parameters_equal_the_saved_ones(case, alloy):
@@ -167,8 +192,7 @@ def test_loaded_parameters_equal_the_saved_ones(case, alloy):
         assert got["baseline"].todict() == saved["baseline"].todict()
 
     # parameters are not fitted state: changing them does not change a prediction
-    loaded.set_params(zeta=2, variance="dtc" if model.variance == "sor" else "sor",
-                      jitter=0.1)
+    loaded.set_params(zeta=2, variance="dtc" if model.variance == "sor" else "sor", jitter=0.1)
     assert_same(loaded.predict_all(alloy[6:], return_std=True), case.expected)
 
 
@@ -195,15 +219,18 @@ def test_partial_fit_after_load_equals_partial_fit_of_the_original(tmp_path, all
     model.partial_fit(alloy[4:])  # two of them are "hot"
     loaded.partial_fit(alloy[4:])
     scale = np.abs(model.coefficients_).max()
-    np.testing.assert_allclose(loaded.coefficients_, model.coefficients_, rtol=0,
-                               atol=1e-12 * scale)
+    np.testing.assert_allclose(
+        loaded.coefficients_, model.coefficients_, rtol=0, atol=1e-12 * scale
+    )
     assert loaded.n_observations_ == model.n_observations_
-    assert loaded.log_marginal_likelihood_ == pytest.approx(model.log_marginal_likelihood_,
-                                                            rel=1e-12)
+    assert loaded.log_marginal_likelihood_ == pytest.approx(
+        model.log_marginal_likelihood_, rel=1e-12
+    )
     # the per-config-type noise read from the file is what made them agree
     plain = load(path)
     plain.fitted_ = plain.fitted_.replace(
-        noise=dataclasses.replace(plain.fitted_.noise, config_type_sigma=None))
+        noise=dataclasses.replace(plain.fitted_.noise, config_type_sigma=None)
+    )
     plain.partial_fit(alloy[4:])
     assert np.abs(plain.coefficients_ - model.coefficients_).max() > 1e-6 * scale
 
@@ -217,9 +244,11 @@ def test_baseline_that_is_not_a_gapkit_calculator_cannot_be_saved(tmp_path, allo
     assert not np.allclose(energies, small.predict(alloy[4:]))
 
     path = tmp_path / "model.gap"
-    with pytest.raises(InvalidParameterError,
-                       match=r"^GAPRegressor\.save: the baseline LennardJones cannot be stored "
-                             r"in a model file .*never use pickle"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"^GAPRegressor\.save: the baseline LennardJones cannot be stored "
+        r"in a model file .*never use pickle",
+    ):
         model.save(path)
     assert list(tmp_path.iterdir()) == []
 
@@ -233,13 +262,18 @@ def test_baseline_that_is_not_a_gapkit_calculator_cannot_be_saved(tmp_path, allo
 
 def test_save_into_a_missing_directory(tmp_path, monkeypatch, small):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape("GAPRegressor.save: cannot write 'missing/model.gap': "
-                                       "directory 'missing' does not exist.")):
+    with pytest.raises(
+        InvalidParameterError,
+        match=re.escape(
+            "GAPRegressor.save: cannot write 'missing/model.gap': "
+            "directory 'missing' does not exist."
+        ),
+    ):
         small.save("missing/model.gap")
     (tmp_path / "folder").mkdir()
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape("GAPRegressor.save: output 'folder' is a directory.")):
+    with pytest.raises(
+        InvalidParameterError, match=re.escape("GAPRegressor.save: output 'folder' is a directory.")
+    ):
         small.save("folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder"]
     assert list((tmp_path / "folder").iterdir()) == []
@@ -255,13 +289,19 @@ def test_file_mode_follows_the_umask(tmp_path, small, umask):
     assert (tmp_path / "model.gap").stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-@pytest.mark.parametrize("error, raised, match", [
-    (OSError(errno.ENOSPC, "No space left on device"), OSError,
-     r"GAPRegressor\.save: could not write '.*model\.gap': No space left on device"),
-    (RuntimeError("writer crashed"), RuntimeError, "^writer crashed$"),
-], ids=["OSError", "RuntimeError"])
-def test_failed_save_keeps_the_existing_file(tmp_path, small, monkeypatch, error, raised,
-                                             match):
+@pytest.mark.parametrize(
+    "error, raised, match",
+    [
+        (
+            OSError(errno.ENOSPC, "No space left on device"),
+            OSError,
+            r"GAPRegressor\.save: could not write '.*model\.gap': No space left on device",
+        ),
+        (RuntimeError("writer crashed"), RuntimeError, "^writer crashed$"),
+    ],
+    ids=["OSError", "RuntimeError"],
+)
+def test_failed_save_keeps_the_existing_file(tmp_path, small, monkeypatch, error, raised, match):
     path = tmp_path / "model.gap"
     small.save(path)
     before = path.read_bytes()
@@ -336,8 +376,10 @@ def test_damaged_array(tmp_path, small):
         return blob
 
     _rewrite(path, bad, edit)  # zip CRCs recomputed: only the sha256 can tell
-    with pytest.raises(ModelFileError, match=re.escape(
-            f"{str(bad)!r}: array 'coefficients' does not match its sha256 checksum")):
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(f"{str(bad)!r}: array 'coefficients' does not match its sha256 checksum"),
+    ):
         load(bad)
 
 
@@ -358,18 +400,23 @@ def test_newer_schema_is_refused(tmp_path, small):
         return blob
 
     _rewrite(path, future, edit)
-    with pytest.raises(ModelFileError, match=re.escape(
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(
             f"{str(future)!r} was written by a newer gapkit (model schema "
-            f"{SCHEMA_VERSION + 1}; this gapkit reads schema {SCHEMA_VERSION})")):
+            f"{SCHEMA_VERSION + 1}; this gapkit reads schema {SCHEMA_VERSION})"
+        ),
+    ):
         load(future)
 
 
 def test_not_a_model_and_missing_file(tmp_path):
     binary = tmp_path / "notes.gap"
     binary.write_bytes(b"\x00\x01binary")
-    with pytest.raises(ModelFileError,
-                       match=re.escape(f"{str(binary)!r} is not a gapkit model file: it is "
-                                       "not a zip archive")):
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(f"{str(binary)!r} is not a gapkit model file: it is not a zip archive"),
+    ):
         load(binary)
     absent = tmp_path / "absent.gap"
     with pytest.raises(FileNotFoundError, match=re.escape(f"No model file at {str(absent)!r}")):
@@ -395,11 +442,14 @@ def test_read_structures_errors(tmp_path):
         read_structures(missing)
     bad = tmp_path / "bad.xyz"
     bad.write_text("not an xyz file\n")
-    with pytest.raises(InvalidStructureError,
-                       match=re.escape(f"Could not read structures from {bad}: ") + ".*xyz"):
+    with pytest.raises(
+        InvalidStructureError, match=re.escape(f"Could not read structures from {bad}: ") + ".*xyz"
+    ):
         read_structures(bad)
     empty = tmp_path / "empty.xyz"
     empty.write_text("")
-    with pytest.raises(InvalidStructureError,
-                       match=re.escape(f"Could not read structures from {empty}: ") + "Empty file"):
+    with pytest.raises(
+        InvalidStructureError,
+        match=re.escape(f"Could not read structures from {empty}: ") + "Empty file",
+    ):
         read_structures(empty)

@@ -37,15 +37,23 @@ def test_case1_predictions_read_the_fitted_model_only(model, cuau_frames, tmp_pa
     test = cuau_frames[6:8]
     energy, std = model.predict(test, return_std=True)
     forces = model.predict_forces(test)
-    model.set_params(zeta=2, variance="sor", jitter=0.5, delta=7.0, e0="zero",
-                     sigma_force=3.0, descriptor=small_soap(r_cut=2.5))
+    model.set_params(
+        zeta=2,
+        variance="sor",
+        jitter=0.5,
+        delta=7.0,
+        e0="zero",
+        sigma_force=3.0,
+        descriptor=small_soap(r_cut=2.5),
+    )
     np.testing.assert_array_equal(model.predict(test, return_std=True), (energy, std))
     for a, b in zip(model.predict_forces(test), forces, strict=True):
         np.testing.assert_array_equal(a, b)
     # the sparse Cholesky factor is stored, not recomputed from the (changed) jitter
     model.save(tmp_path / "m.gap")
-    np.testing.assert_array_equal(load(tmp_path / "m.gap").predict(test, return_std=True),
-                                  (energy, std))
+    np.testing.assert_array_equal(
+        load(tmp_path / "m.gap").predict(test, return_std=True), (energy, std)
+    )
 
 
 def test_case1_set_params_then_refit_applies_the_parameters(model, cuau_frames):
@@ -75,12 +83,18 @@ def test_case5_partial_fit_updates_the_log_marginal_likelihood(cuau_frames):
     lml_before = first.log_marginal_likelihood_
     first.partial_fit(cuau_frames[5:9])
     reference = GAPRegressor(small_soap(), e0=first.e0_).fit(
-        cuau_frames[:9], sparse_points=(first.sparse_features_, first.sparse_numbers_))
+        cuau_frames[:9], sparse_points=(first.sparse_features_, first.sparse_numbers_)
+    )
     assert first.log_marginal_likelihood_ != lml_before
     assert first.log_marginal_likelihood_ == pytest.approx(
-        reference.log_marginal_likelihood_, rel=1e-9)
-    np.testing.assert_allclose(first.coefficients_, reference.coefficients_, rtol=1e-7,
-                               atol=1e-9 * np.abs(reference.coefficients_).max())
+        reference.log_marginal_likelihood_, rel=1e-9
+    )
+    np.testing.assert_allclose(
+        first.coefficients_,
+        reference.coefficients_,
+        rtol=1e-7,
+        atol=1e-9 * np.abs(reference.coefficients_).max(),
+    )
     assert first.n_observations_ == reference.n_observations_
 
 

@@ -23,8 +23,12 @@ import pytest
 from gapkit.exceptions import InvalidParameterError, ModelFileError
 from gapkit.io import MAX_ARRAY_ELEMENTS, SCHEMA_VERSION, read_model_file, write_model_file
 
-STATE = {"params": {"n_sparse": 7, "kernel": "dot", "sigma": [0.01, 0.1]},
-         "species": ["Cu"], "e0": {"Cu": -1.5}, "log_marginal_likelihood": -12.25}
+STATE = {
+    "params": {"n_sparse": 7, "kernel": "dot", "sigma": [0.01, 0.1]},
+    "species": ["Cu"],
+    "e0": {"Cu": -1.5},
+    "log_marginal_likelihood": -12.25,
+}
 MEMORY_LIMIT = 50 * 2**20  # peak traced memory allowed while refusing a crafted file
 
 
@@ -57,6 +61,7 @@ def _rezip(src, dst, edit=lambda name, blob: blob, compress_type=None):
 
 def _edit_envelope(src, dst, change, *, fix_checksum=True):
     """Rewrite header.json through ``change(envelope) -> envelope or text``."""
+
     def edit(name, blob):
         if name == "header.json":
             new = change(json.loads(blob))
@@ -83,13 +88,50 @@ def _raw_zip(path, members):
     for name, data, method, crc, size in members:
         fname = name.encode()
         offset = len(local)
-        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc,
-                             len(data), size, len(fname), 0) + fname + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21,
-                               crc, len(data), size, len(fname), 0, 0, 0, 0, 0,
-                               offset) + fname
-    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central),
-                      len(local), 0)
+        local += (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(data),
+                size,
+                len(fname),
+                0,
+            )
+            + fname
+            + data
+        )
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(data),
+                size,
+                len(fname),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + fname
+        )
+    end = struct.pack(
+        "<IHHHHIIH", 0x06054B50, 0, 0, len(members), len(members), len(central), len(local), 0
+    )
     path.write_bytes(local + central + end)
     return path
 
@@ -104,20 +146,29 @@ def _stored(name, data):
 
 
 def _envelope(arrays):
-    return {"format": "gapkit-model", "schema_version": SCHEMA_VERSION, "gapkit_version": "0",
-            "dscribe_version": None, "state": {}, "arrays": arrays}
+    return {
+        "format": "gapkit-model",
+        "schema_version": SCHEMA_VERSION,
+        "gapkit_version": "0",
+        "dscribe_version": None,
+        "state": {},
+        "arrays": arrays,
+    }
 
 
 def _header_members(envelope):
     text = json.dumps(envelope).encode()
-    return [_stored("header.json", text),
-            _stored("header.sha256", hashlib.sha256(text).hexdigest().encode())]
+    return [
+        _stored("header.json", text),
+        _stored("header.sha256", hashlib.sha256(text).hexdigest().encode()),
+    ]
 
 
 def _npy_header(shape, descr="<f8"):
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(
-        buf, {"descr": descr, "fortran_order": False, "shape": shape})
+        buf, {"descr": descr, "fortran_order": False, "shape": shape}
+    )
     return buf.getvalue()
 
 
@@ -147,9 +198,12 @@ def test_round_trip_is_bit_identical(model):
 
 
 def test_round_trip_of_unusual_arrays(tmp_path):
-    arrays = {"scalar": np.asarray(2.5), "empty": np.zeros((0, 3)),
-              "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
-              "big_endian": np.arange(4, dtype=">i8")}
+    arrays = {
+        "scalar": np.asarray(2.5),
+        "empty": np.zeros((0, 3)),
+        "fortran": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        "big_endian": np.arange(4, dtype=">i8"),
+    }
     path = write_model_file(tmp_path / "m.gap", {}, arrays)
     state, loaded = read_model_file(path)
     assert state == {}
@@ -161,13 +215,24 @@ def test_round_trip_of_unusual_arrays(tmp_path):
 
 def test_envelope_layout_and_no_pickle(model):
     with zipfile.ZipFile(model) as zf:
-        assert zf.namelist() == ["header.json", "header.sha256", "coefficients.npy",
-                                 "sparse_numbers.npy", "r_factor.npy"]
+        assert zf.namelist() == [
+            "header.json",
+            "header.sha256",
+            "coefficients.npy",
+            "sparse_numbers.npy",
+            "r_factor.npy",
+        ]
         text = zf.read("header.json")
         assert zf.read("header.sha256").decode().strip() == hashlib.sha256(text).hexdigest()
     envelope = json.loads(text)
-    assert set(envelope) == {"format", "schema_version", "gapkit_version", "dscribe_version",
-                             "state", "arrays"}
+    assert set(envelope) == {
+        "format",
+        "schema_version",
+        "gapkit_version",
+        "dscribe_version",
+        "state",
+        "arrays",
+    }
     assert envelope["format"] == "gapkit-model" and envelope["schema_version"] == 1
     assert envelope["arrays"]["r_factor"]["shape"] == [7, 7]
     assert envelope["arrays"]["sparse_numbers"]["dtype"] == "int64"
@@ -207,20 +272,24 @@ def test_failed_write_keeps_existing_file(model, monkeypatch):
 
 def test_write_into_missing_directory(tmp_path):
     path = tmp_path / "no_such_dir" / "m.gap"
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape(f"cannot write {str(path)!r}: directory")):
+    with pytest.raises(
+        InvalidParameterError, match=re.escape(f"cannot write {str(path)!r}: directory")
+    ):
         write_model_file(path, STATE, _arrays())
     assert not path.parent.exists()
 
 
-@pytest.mark.parametrize("header, arrays, match", [
-    ([1, 2], {}, "'header' must be a dict; got list"),
-    ({"a": {1, 2}}, {}, "'header' must be JSON-serialisable"),
-    ({}, {"x": np.array([object()])}, "dtype float64 or int64; got object .*pickle"),
-    ({}, {"x": np.zeros(3, dtype=np.float32)}, "dtype float64 or int64; got float32"),
-    ({}, {"x": [1.0, 2.0]}, "must be a numpy ndarray; got list"),
-    ({}, {"../x": np.zeros(3)}, "array name '../x' is not allowed"),
-])
+@pytest.mark.parametrize(
+    "header, arrays, match",
+    [
+        ([1, 2], {}, "'header' must be a dict; got list"),
+        ({"a": {1, 2}}, {}, "'header' must be JSON-serialisable"),
+        ({}, {"x": np.array([object()])}, "dtype float64 or int64; got object .*pickle"),
+        ({}, {"x": np.zeros(3, dtype=np.float32)}, "dtype float64 or int64; got float32"),
+        ({}, {"x": [1.0, 2.0]}, "must be a numpy ndarray; got list"),
+        ({}, {"../x": np.zeros(3)}, "array name '../x' is not allowed"),
+    ],
+)
 def test_write_refuses_what_cannot_be_stored(tmp_path, header, arrays, match):
     with pytest.raises(InvalidParameterError, match=match):
         write_model_file(tmp_path / "m.gap", header, arrays)
@@ -242,8 +311,10 @@ def test_structure_file_is_named_as_such(tmp_path):
 
     path = tmp_path / "cu.xyz"
     write(path, bulk("Cu"))
-    message = (f"{str(path)!r} is not a gapkit model file: it looks like a text/structure "
-               "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o")
+    message = (
+        f"{str(path)!r} is not a gapkit model file: it looks like a text/structure "
+        "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o"
+    )
     with pytest.raises(ModelFileError, match=re.escape(message)):
         read_model_file(path)
 
@@ -306,8 +377,9 @@ def test_flipped_byte_in_array(model, tmp_path):
         return bytes(blob)
 
     bad = _rezip(model, tmp_path / "bad.gap", edit)
-    with pytest.raises(ModelFileError,
-                       match="array 'coefficients' does not match its sha256 checksum"):
+    with pytest.raises(
+        ModelFileError, match="array 'coefficients' does not match its sha256 checksum"
+    ):
         read_model_file(bad)
 
 
@@ -315,13 +387,15 @@ def test_flipped_byte_in_compressed_data(model):
     data = bytearray(model.read_bytes())
     with zipfile.ZipFile(model) as zf:
         info = zf.getinfo("r_factor.npy")
-    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26:
-                                                    info.header_offset + 30])
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
     start = info.header_offset + 30 + name_len + extra_len
     data[start + info.compress_size // 2] ^= 0x10
     model.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError,
-                       match="cannot read member 'r_factor.npy': the file is damaged"):
+    with pytest.raises(
+        ModelFileError, match="cannot read member 'r_factor.npy': the file is damaged"
+    ):
         read_model_file(model)
 
 
@@ -337,18 +411,19 @@ def test_flipped_byte_in_header(model, tmp_path):
 
 
 def test_missing_array_member(model, tmp_path):
-    bad = _rezip(model, tmp_path / "bad.gap",
-                 lambda name, blob: None if name == "coefficients.npy" else blob)
+    bad = _rezip(
+        model, tmp_path / "bad.gap", lambda name, blob: None if name == "coefficients.npy" else blob
+    )
     with pytest.raises(ModelFileError, match="has no member 'coefficients.npy'"):
         read_model_file(bad)
 
 
-@pytest.mark.parametrize("text, kind", [("[1, 2]", "list"), ('"model"', "str"),
-                                        ("3.5", "float"), ("null", "NoneType")])
+@pytest.mark.parametrize(
+    "text, kind", [("[1, 2]", "list"), ('"model"', "str"), ("3.5", "float"), ("null", "NoneType")]
+)
 def test_header_must_be_an_object(model, tmp_path, text, kind):
     bad = _edit_envelope(model, tmp_path / "bad.gap", lambda env: text)
-    with pytest.raises(ModelFileError,
-                       match=f"header must be a JSON object; got a JSON {kind}"):
+    with pytest.raises(ModelFileError, match=f"header must be a JSON object; got a JSON {kind}"):
         read_model_file(bad)
 
 
@@ -366,24 +441,29 @@ def test_wrong_format(model, tmp_path):
 
 @pytest.mark.parametrize("version", ["1", 1.0, True, 0, -1, None])
 def test_invalid_schema_version(model, tmp_path, version):
-    bad = _edit_envelope(model, tmp_path / "bad.gap",
-                         lambda env: {**env, "schema_version": version})
-    with pytest.raises(ModelFileError,
-                       match=re.escape(f"'schema_version' must be an integer >= 1; got "
-                                       f"{version!r}")):
+    bad = _edit_envelope(
+        model, tmp_path / "bad.gap", lambda env: {**env, "schema_version": version}
+    )
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(f"'schema_version' must be an integer >= 1; got {version!r}"),
+    ):
         read_model_file(bad)
 
 
 def test_newer_schema_version(model, tmp_path):
-    bad = _edit_envelope(model, tmp_path / "bad.gap",
-                         lambda env: {"format": env["format"], "schema_version": 99})
-    with pytest.raises(ModelFileError,
-                       match=r"written by a newer gapkit \(model schema 99.*upgrade gapkit"):
+    bad = _edit_envelope(
+        model, tmp_path / "bad.gap", lambda env: {"format": env["format"], "schema_version": 99}
+    )
+    with pytest.raises(
+        ModelFileError, match=r"written by a newer gapkit \(model schema 99.*upgrade gapkit"
+    ):
         read_model_file(bad)
 
 
-@pytest.mark.parametrize("key", ["format", "schema_version", "gapkit_version",
-                                 "dscribe_version", "state", "arrays"])
+@pytest.mark.parametrize(
+    "key", ["format", "schema_version", "gapkit_version", "dscribe_version", "state", "arrays"]
+)
 def test_missing_required_key(model, tmp_path, key):
     def drop(env):
         del env[key]
@@ -394,15 +474,18 @@ def test_missing_required_key(model, tmp_path, key):
         read_model_file(bad)
 
 
-@pytest.mark.parametrize("field, value, match", [
-    ("shape", [-1], "'shape' must be a list of at most 64 non-negative integers"),
-    ("shape", [7.0], "'shape' must be a list"),
-    ("shape", [True], "'shape' must be a list"),
-    ("shape", "7", "'shape' must be a list"),
-    ("dtype", "object", r"'dtype' must be one of \['float64', 'int64'\]; got 'object'"),
-    ("dtype", "float32", "'dtype' must be one of"),
-    ("sha256", "abc", "'sha256' must be 64 hex digits"),
-])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("shape", [-1], "'shape' must be a list of at most 64 non-negative integers"),
+        ("shape", [7.0], "'shape' must be a list"),
+        ("shape", [True], "'shape' must be a list"),
+        ("shape", "7", "'shape' must be a list"),
+        ("dtype", "object", r"'dtype' must be one of \['float64', 'int64'\]; got 'object'"),
+        ("dtype", "float32", "'dtype' must be one of"),
+        ("sha256", "abc", "'sha256' must be 64 hex digits"),
+    ],
+)
 def test_invalid_array_entry(model, tmp_path, field, value, match):
     def change(env):
         env["arrays"]["coefficients"][field] = value
@@ -419,9 +502,13 @@ def test_declared_dtype_disagrees_with_member(model, tmp_path):
         return env
 
     bad = _edit_envelope(model, tmp_path / "bad.gap", change)
-    with pytest.raises(ModelFileError, match=re.escape(
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(
             "member 'sparse_numbers.npy' holds shape (7,) (int64) but the header declares "
-            "shape (7,) (float64)")):
+            "shape (7,) (float64)"
+        ),
+    ):
         read_model_file(bad)
 
 
@@ -429,8 +516,9 @@ def test_pickled_member_is_never_unpickled(model, tmp_path, monkeypatch):
     def pickled(name, blob):
         if name == "coefficients.npy":
             buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.array([1, "a", None] * 3, dtype=object),
-                                      allow_pickle=True)
+            np.lib.format.write_array(
+                buf, np.array([1, "a", None] * 3, dtype=object), allow_pickle=True
+            )
             return buf.getvalue()
         return blob
 
@@ -454,21 +542,28 @@ def test_unsupported_compression(model, tmp_path):
 def test_expected_arrays(model):
     with pytest.raises(ModelFileError, match="the file has no array 'qtb'"):
         read_model_file(model, expected={"coefficients": 1, "qtb": 1})
-    with pytest.raises(ModelFileError, match=re.escape(
-            "array 'r_factor' must have 1 dimension(s); the file holds shape (7, 7)")):
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape("array 'r_factor' must have 1 dimension(s); the file holds shape (7, 7)"),
+    ):
         read_model_file(model, expected={"r_factor": 1})
 
 
 def test_max_elements(model):
     assert MAX_ARRAY_ELEMENTS == 2**28
-    with pytest.raises(ModelFileError, match=re.escape(
+    with pytest.raises(
+        ModelFileError,
+        match=re.escape(
             "array 'r_factor': the file claims shape (7, 7), 49 elements, more than the "
-            "limit of 48 elements")):
+            "limit of 48 elements"
+        ),
+    ):
         read_model_file(model, max_elements=48)
     assert read_model_file(model, max_elements=49)[1]["r_factor"].shape == (7, 7)
     for bad in (-1, 1.5, True, "10"):
-        with pytest.raises(InvalidParameterError,
-                           match=f"'max_elements' must be an integer >= 0; got {bad!r}"):
+        with pytest.raises(
+            InvalidParameterError, match=f"'max_elements' must be an integer >= 0; got {bad!r}"
+        ):
             read_model_file(model, max_elements=bad)
 
 
@@ -481,9 +576,13 @@ def test_header_claiming_a_huge_array(model, tmp_path):
         return env
 
     bad = _edit_envelope(model, tmp_path / "bad.gap", change)
-    _peak_while_refused(bad, re.escape(
-        "array 'coefficients': the file claims shape (1000000, 1000000), 1000000000000 "
-        f"elements, more than the limit of {2**28} elements"))
+    _peak_while_refused(
+        bad,
+        re.escape(
+            "array 'coefficients': the file claims shape (1000000, 1000000), 1000000000000 "
+            f"elements, more than the limit of {2**28} elements"
+        ),
+    )
 
 
 def test_npy_header_claiming_a_huge_array(model, tmp_path):
@@ -493,9 +592,13 @@ def test_npy_header_claiming_a_huge_array(model, tmp_path):
         return blob
 
     bad = _rezip(model, tmp_path / "bad.gap", edit)
-    _peak_while_refused(bad, re.escape(
-        "member 'coefficients.npy' holds shape (1000000, 1000000) (float64) but the header "
-        "declares shape (7,) (float64)"))
+    _peak_while_refused(
+        bad,
+        re.escape(
+            "member 'coefficients.npy' holds shape (1000000, 1000000) (float64) but the header "
+            "declares shape (7,) (float64)"
+        ),
+    )
 
 
 def _zeros_bomb(n_mib, shape=(1000,), npy_header=None):
@@ -513,11 +616,18 @@ def _zeros_bomb(n_mib, shape=(1000,), npy_header=None):
 
 def _bomb_file(path, stream, declared_size, crc, shape=(1000,)):
     n = int(np.prod(shape))
-    envelope = _envelope({"coefficients": {
-        "shape": list(shape), "dtype": "float64",
-        "sha256": hashlib.sha256(bytes(8 * n)).hexdigest()}})
-    return _raw_zip(path, _header_members(envelope)
-                    + [("coefficients.npy", stream, 8, crc, declared_size)])
+    envelope = _envelope(
+        {
+            "coefficients": {
+                "shape": list(shape),
+                "dtype": "float64",
+                "sha256": hashlib.sha256(bytes(8 * n)).hexdigest(),
+            }
+        }
+    )
+    return _raw_zip(
+        path, _header_members(envelope) + [("coefficients.npy", stream, 8, crc, declared_size)]
+    )
 
 
 def test_zip_bomb_declaring_a_small_size(tmp_path):
@@ -527,16 +637,23 @@ def test_zip_bomb_declaring_a_small_size(tmp_path):
     assert len(stream) < 1.1e6
     size = 128 + 8000
     path = _bomb_file(tmp_path / "bomb.gap", stream, size, zlib.crc32(bytes(size)))
-    _peak_while_refused(path, "member 'coefficients.npy' holds 10[0-9]{5} compressed bytes "
-                              "but claims 8128 bytes uncompressed")
+    _peak_while_refused(
+        path,
+        "member 'coefficients.npy' holds 10[0-9]{5} compressed bytes "
+        "but claims 8128 bytes uncompressed",
+    )
 
 
 def test_zip_bomb_declaring_its_true_size(tmp_path):
     # the member says honestly that it inflates to 1 GiB; the header says 8 kB
     path = _bomb_file(tmp_path / "bomb.gap", _zeros_bomb(1024), 128 + 2**30, 0)
-    _peak_while_refused(path, re.escape(
-        f"member 'coefficients.npy' claims {128 + 2**30} bytes uncompressed, but an array of "
-        "shape (1000,) (float64) takes 8000 bytes"))
+    _peak_while_refused(
+        path,
+        re.escape(
+            f"member 'coefficients.npy' claims {128 + 2**30} bytes uncompressed, but an array of "
+            "shape (1000,) (float64) takes 8000 bytes"
+        ),
+    )
 
 
 def test_zip_bomb_is_never_inflated_past_the_declared_size(tmp_path):
@@ -547,8 +664,9 @@ def test_zip_bomb_is_never_inflated_past_the_declared_size(tmp_path):
     stream = _zeros_bomb(256, shape)
     size = len(_npy_header(shape)) + 8 * 2**18
     path = _bomb_file(tmp_path / "bomb.gap", stream, size, 0x12345678, shape=shape)
-    _peak_while_refused(path, "cannot read member 'coefficients.npy': the file is damaged or "
-                              "truncated .*Bad CRC-32")
+    _peak_while_refused(
+        path, "cannot read member 'coefficients.npy': the file is damaged or truncated .*Bad CRC-32"
+    )
 
 
 def test_npy_header_length_bomb(tmp_path):
@@ -559,24 +677,36 @@ def test_npy_header_length_bomb(tmp_path):
     npy_header = b"\x93NUMPY\x02\x00" + struct.pack("<I", 2**32 - 1)
     stream = _zeros_bomb(1024, shape, npy_header)
     path = _bomb_file(tmp_path / "bomb.gap", stream, len(npy_header) + 2**30, 0, shape=shape)
-    _peak_while_refused(path, "cannot read member 'coefficients.npy': the file is damaged or "
-                              "truncated .*array header")
+    _peak_while_refused(
+        path,
+        "cannot read member 'coefficients.npy': the file is damaged or truncated .*array header",
+    )
 
 
 def test_header_claiming_a_huge_size(tmp_path):
     text = json.dumps(_envelope({})).encode()
-    members = [("header.json", _deflate(text), 8, zlib.crc32(text), 4 * 10**9),
-               _stored("header.sha256", hashlib.sha256(text).hexdigest().encode())]
+    members = [
+        ("header.json", _deflate(text), 8, zlib.crc32(text), 4 * 10**9),
+        _stored("header.sha256", hashlib.sha256(text).hexdigest().encode()),
+    ]
     path = _raw_zip(tmp_path / "m.gap", members)
-    _peak_while_refused(path, "member 'header.json' claims 4000000000 bytes, more than "
-                              f"the limit of {16 * 2**20}")
+    _peak_while_refused(
+        path, f"member 'header.json' claims 4000000000 bytes, more than the limit of {16 * 2**20}"
+    )
 
 
 def test_hand_built_file_is_read(tmp_path):
     # the helpers above build valid files unless told to lie
     data = np.arange(1000.0)
-    envelope = _envelope({"x": {"shape": [1000], "dtype": "float64",
-                                "sha256": hashlib.sha256(data.tobytes()).hexdigest()}})
+    envelope = _envelope(
+        {
+            "x": {
+                "shape": [1000],
+                "dtype": "float64",
+                "sha256": hashlib.sha256(data.tobytes()).hexdigest(),
+            }
+        }
+    )
     blob = _npy_header((1000,)) + data.tobytes()
     path = _raw_zip(tmp_path / "m.gap", _header_members(envelope) + [_stored("x.npy", blob)])
     state, arrays = read_model_file(path)

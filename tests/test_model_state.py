@@ -27,9 +27,24 @@ from gapkit.io import read_model_file, write_model_file
 from gapkit.model import MODEL_ARRAYS
 
 #: Keys every model state must have (FittedGAP.to_file_state).
-REQUIRED = ("descriptor", "species", "zeta", "e0", "residual", "jitter", "noise",
-            "hyperparameters", "log_marginal_likelihood", "n_observations", "n_data",
-            "sum_log_sigma", "variance", "std_scale", "baseline", "random_state")
+REQUIRED = (
+    "descriptor",
+    "species",
+    "zeta",
+    "e0",
+    "residual",
+    "jitter",
+    "noise",
+    "hyperparameters",
+    "log_marginal_likelihood",
+    "n_observations",
+    "n_data",
+    "sum_log_sigma",
+    "variance",
+    "std_scale",
+    "baseline",
+    "random_state",
+)
 FLOAT_ARRAYS = [name for name in MODEL_ARRAYS if name != "sparse_numbers"]
 
 
@@ -51,8 +66,12 @@ def frames():
 @pytest.fixture(scope="module")
 def saved(frames, tmp_path_factory):
     """Header and arrays of a real model file (two species, an Ewald baseline)."""
-    model = GAPRegressor(SOAP(r_cut=3.5, n_max=3, l_max=2), n_sparse=20, random_state=0,
-                         baseline=Ewald(charges={"Cu": 0.1, "Au": -0.1})).fit(frames)
+    model = GAPRegressor(
+        SOAP(r_cut=3.5, n_max=3, l_max=2),
+        n_sparse=20,
+        random_state=0,
+        baseline=Ewald(charges={"Cu": 0.1, "Au": -0.1}),
+    ).fit(frames)
     path = tmp_path_factory.mktemp("saved") / "model.gap"
     model.save(path)
     load(path)  # the untouched file loads
@@ -78,6 +97,7 @@ def refused(path, match):
 def setting(key, value):
     def edit(header, arrays):
         header["model"][key] = value
+
     return edit
 
 
@@ -89,6 +109,7 @@ def _e0(**changes):
                 del e0[key]
             else:
                 e0[key] = value
+
     return edit
 
 
@@ -98,6 +119,7 @@ def _pop(*keys):
         for key in keys[:-1]:
             table = table[key]
         del table[keys[-1]]
+
     return edit
 
 
@@ -107,6 +129,7 @@ def _change(*keys, value):
         for key in keys[:-1]:
             table = table[key]
         table[keys[-1]] = value
+
     return edit
 
 
@@ -115,82 +138,163 @@ def _got(value) -> str:
 
 
 STATE_CASES = [
-    pytest.param(_e0(Cu=math.nan), r"'e0' must give a finite energy per species; got \{"
-                 r"'Au': [-+.e0-9]+, 'Cu': nan\}", id="e0-nan"),
-    pytest.param(_e0(Au=math.inf), r"'e0' must give a finite energy per species; got \{"
-                 r"'Au': inf", id="e0-inf"),
-    pytest.param(_e0(Au=None), r"'e0' must give a finite energy per species; got "
-                 r"\{'Cu': [-+.e0-9]+\}", id="e0-missing-species"),
+    pytest.param(
+        _e0(Cu=math.nan),
+        r"'e0' must give a finite energy per species; got \{"
+        r"'Au': [-+.e0-9]+, 'Cu': nan\}",
+        id="e0-nan",
+    ),
+    pytest.param(
+        _e0(Au=math.inf),
+        r"'e0' must give a finite energy per species; got \{"
+        r"'Au': inf",
+        id="e0-inf",
+    ),
+    pytest.param(
+        _e0(Au=None),
+        r"'e0' must give a finite energy per species; got "
+        r"\{'Cu': [-+.e0-9]+\}",
+        id="e0-missing-species",
+    ),
     pytest.param(_e0(Au="0.1"), r"'e0' must give a finite energy per species", id="e0-string"),
     pytest.param(setting("species", ["Cu"]), r"invalid species \['Cu'\]", id="species-subset"),
-    pytest.param(setting("species", ["Au", "Cu"]), r"invalid species \['Au', 'Cu'\]",
-                 id="species-order"),
-    pytest.param(setting("species", ["Cu", "Ag"]), r"invalid species \['Cu', 'Ag'\]",
-                 id="species-other"),
-    pytest.param(setting("species", ["Cu", "Xx"]), r"invalid species \['Cu', 'Xx'\]",
-                 id="species-no-element"),
+    pytest.param(
+        setting("species", ["Au", "Cu"]), r"invalid species \['Au', 'Cu'\]", id="species-order"
+    ),
+    pytest.param(
+        setting("species", ["Cu", "Ag"]), r"invalid species \['Cu', 'Ag'\]", id="species-other"
+    ),
+    pytest.param(
+        setting("species", ["Cu", "Xx"]), r"invalid species \['Cu', 'Xx'\]", id="species-no-element"
+    ),
     pytest.param(setting("species", "CuAu"), r"invalid species 'CuAu'", id="species-string"),
-    *[pytest.param(setting("zeta", z), r"'zeta' must be an integer between 1 and 64; " + _got(z),
-                   id=f"zeta-{z!r}") for z in ("4", 0, -2, True, 4.0, None)],
-    pytest.param(setting("variance", "foo"), r"'variance' must be 'dtc' or 'sor'; got 'foo'",
-                 id="variance-foo"),
-    pytest.param(setting("variance", "DTC"), r"'variance' must be 'dtc' or 'sor'; got 'DTC'",
-                 id="variance-case"),
-    *[pytest.param(setting("std_scale", v), r"'std_scale' must be a positive number; "
-                   + _got(v), id=f"std_scale-{v!r}") for v in (math.nan, math.inf, -0.5, "1")],
-    pytest.param(setting("jitter", -1e-8), r"'jitter' must be a number in \[0, 1\); got "
-                 r"-1e-08", id="jitter-negative"),
-    *[pytest.param(setting(key, math.nan), re.escape(f"{key!r} must be a finite number; ")
-                   + "got nan", id=f"{key}-nan")
-      for key in ("residual", "log_marginal_likelihood", "sum_log_sigma")],
-    pytest.param(_pop("model", "hyperparameters", "delta"),
-                 r"'hyperparameters' must hold a positive 'delta' per species",
-                 id="hyper-no-delta"),
-    pytest.param(_pop("model", "hyperparameters", "delta", "Au"),
-                 r"'hyperparameters' must hold a positive 'delta' per species",
-                 id="hyper-delta-species"),
-    pytest.param(setting("hyperparameters", [1.0]),
-                 r"'hyperparameters' must hold a positive 'delta' per species", id="hyper-list"),
-    pytest.param(_change("model", "hyperparameters", "delta", "Cu", value="big"),
-                 r"'hyperparameters' must hold a positive 'delta' per species .*'big'",
-                 id="hyper-delta-string"),
-    pytest.param(_change("model", "noise", "sigma_force", value=-0.1),
-                 r"invalid noise model \('sigma_force' must be a positive finite number",
-                 id="noise-negative"),
-    pytest.param(_change("model", "noise", "config_type_sigma", value={"hot": {"forse": 1}}),
-                 r"invalid noise model \('config_type_sigma'\['hot'\] must be a dict with keys",
-                 id="noise-config-type"),
-    pytest.param(_change("model", "noise", "sigma_forse", value=0.1),
-                 r"invalid noise model \(.*unexpected keyword argument 'sigma_forse'",
-                 id="noise-unknown-key"),
-    pytest.param(_change("model", "descriptor", "r_cut", value=-1),
-                 r"invalid descriptor settings \(SOAP: 'r_cut' must be a positive number",
-                 id="descriptor-r_cut"),
-    pytest.param(_change("model", "descriptor", "r_cutt", value=3.5),
-                 r"invalid descriptor settings \(.*unexpected keyword argument 'r_cutt'",
-                 id="descriptor-unknown-key"),
-    pytest.param(_change("model", "descriptor", "species", value=None),
-                 r"invalid descriptor settings \(SOAP: 'species' is not set",
-                 id="descriptor-no-species"),
-    pytest.param(setting("descriptor", [3.5, 3, 2]),
-                 r"invalid descriptor settings \(.*must be a mapping, not list\)",
-                 id="descriptor-list"),
-    pytest.param(setting("baseline", {"class": "LennardJones", "sigma": 1.0}),
-                 r"invalid baseline \(calculator_from_dict: 'class' must be one of "
-                 r"\['Coulomb', 'Ewald', 'PME'\]; got 'LennardJones'\.\)",
-                 id="baseline-unknown-class"),
-    pytest.param(setting("baseline", "Ewald"),
-                 r"invalid baseline \(calculator_from_dict: 'class' must be one of "
-                 r"\['Coulomb', 'Ewald', 'PME'\]; got 'str'\.\)", id="baseline-string"),
-    pytest.param(_change("model", "baseline", "pickle", value="cos\nsystem\n"),
-                 r"invalid baseline \(calculator_from_dict \(Ewald\): unknown key 'pickle'",
-                 id="baseline-unknown-key"),
-    pytest.param(_change("model", "baseline", "accuracy", value=-1.0),
-                 r"invalid baseline \(Ewald: 'accuracy'", id="baseline-bad-value"),
-    pytest.param(setting("n_data", "many"),
-                 r"'n_data' must be an integer >= 0; got 'many'", id="n_data-string"),
-    pytest.param(setting("n_observations", "energy"), r"inconsistent model state \(",
-                 id="n_observations-string"),
+    *[
+        pytest.param(
+            setting("zeta", z),
+            r"'zeta' must be an integer between 1 and 64; " + _got(z),
+            id=f"zeta-{z!r}",
+        )
+        for z in ("4", 0, -2, True, 4.0, None)
+    ],
+    pytest.param(
+        setting("variance", "foo"),
+        r"'variance' must be 'dtc' or 'sor'; got 'foo'",
+        id="variance-foo",
+    ),
+    pytest.param(
+        setting("variance", "DTC"),
+        r"'variance' must be 'dtc' or 'sor'; got 'DTC'",
+        id="variance-case",
+    ),
+    *[
+        pytest.param(
+            setting("std_scale", v),
+            r"'std_scale' must be a positive number; " + _got(v),
+            id=f"std_scale-{v!r}",
+        )
+        for v in (math.nan, math.inf, -0.5, "1")
+    ],
+    pytest.param(
+        setting("jitter", -1e-8),
+        r"'jitter' must be a number in \[0, 1\); got "
+        r"-1e-08",
+        id="jitter-negative",
+    ),
+    *[
+        pytest.param(
+            setting(key, math.nan),
+            re.escape(f"{key!r} must be a finite number; ") + "got nan",
+            id=f"{key}-nan",
+        )
+        for key in ("residual", "log_marginal_likelihood", "sum_log_sigma")
+    ],
+    pytest.param(
+        _pop("model", "hyperparameters", "delta"),
+        r"'hyperparameters' must hold a positive 'delta' per species",
+        id="hyper-no-delta",
+    ),
+    pytest.param(
+        _pop("model", "hyperparameters", "delta", "Au"),
+        r"'hyperparameters' must hold a positive 'delta' per species",
+        id="hyper-delta-species",
+    ),
+    pytest.param(
+        setting("hyperparameters", [1.0]),
+        r"'hyperparameters' must hold a positive 'delta' per species",
+        id="hyper-list",
+    ),
+    pytest.param(
+        _change("model", "hyperparameters", "delta", "Cu", value="big"),
+        r"'hyperparameters' must hold a positive 'delta' per species .*'big'",
+        id="hyper-delta-string",
+    ),
+    pytest.param(
+        _change("model", "noise", "sigma_force", value=-0.1),
+        r"invalid noise model \('sigma_force' must be a positive finite number",
+        id="noise-negative",
+    ),
+    pytest.param(
+        _change("model", "noise", "config_type_sigma", value={"hot": {"forse": 1}}),
+        r"invalid noise model \('config_type_sigma'\['hot'\] must be a dict with keys",
+        id="noise-config-type",
+    ),
+    pytest.param(
+        _change("model", "noise", "sigma_forse", value=0.1),
+        r"invalid noise model \(.*unexpected keyword argument 'sigma_forse'",
+        id="noise-unknown-key",
+    ),
+    pytest.param(
+        _change("model", "descriptor", "r_cut", value=-1),
+        r"invalid descriptor settings \(SOAP: 'r_cut' must be a positive number",
+        id="descriptor-r_cut",
+    ),
+    pytest.param(
+        _change("model", "descriptor", "r_cutt", value=3.5),
+        r"invalid descriptor settings \(.*unexpected keyword argument 'r_cutt'",
+        id="descriptor-unknown-key",
+    ),
+    pytest.param(
+        _change("model", "descriptor", "species", value=None),
+        r"invalid descriptor settings \(SOAP: 'species' is not set",
+        id="descriptor-no-species",
+    ),
+    pytest.param(
+        setting("descriptor", [3.5, 3, 2]),
+        r"invalid descriptor settings \(.*must be a mapping, not list\)",
+        id="descriptor-list",
+    ),
+    pytest.param(
+        setting("baseline", {"class": "LennardJones", "sigma": 1.0}),
+        r"invalid baseline \(calculator_from_dict: 'class' must be one of "
+        r"\['Coulomb', 'Ewald', 'PME'\]; got 'LennardJones'\.\)",
+        id="baseline-unknown-class",
+    ),
+    pytest.param(
+        setting("baseline", "Ewald"),
+        r"invalid baseline \(calculator_from_dict: 'class' must be one of "
+        r"\['Coulomb', 'Ewald', 'PME'\]; got 'str'\.\)",
+        id="baseline-string",
+    ),
+    pytest.param(
+        _change("model", "baseline", "pickle", value="cos\nsystem\n"),
+        r"invalid baseline \(calculator_from_dict \(Ewald\): unknown key 'pickle'",
+        id="baseline-unknown-key",
+    ),
+    pytest.param(
+        _change("model", "baseline", "accuracy", value=-1.0),
+        r"invalid baseline \(Ewald: 'accuracy'",
+        id="baseline-bad-value",
+    ),
+    pytest.param(
+        setting("n_data", "many"),
+        r"'n_data' must be an integer >= 0; got 'many'",
+        id="n_data-string",
+    ),
+    pytest.param(
+        setting("n_observations", "energy"),
+        r"inconsistent model state \(",
+        id="n_observations-string",
+    ),
 ]
 
 
@@ -225,22 +329,29 @@ def test_all_missing_keys_are_named(tmp_path, saved):
 def _array(name, change):
     def edit(header, arrays):
         arrays[name] = change(arrays[name])
+
     return edit
 
 
 def test_sparse_features_of_the_wrong_width(tmp_path, saved):
     m, width = saved[1]["sparse_features"].shape
     path = craft(tmp_path, saved, _array("sparse_features", lambda a: a[:, :-1].copy()))
-    with refused(path, re.escape(f"sparse features of shape ({m}, {width - 1}) do not match "
-                                 f"{m} weights and the descriptor's {width} features")):
+    with refused(
+        path,
+        re.escape(
+            f"sparse features of shape ({m}, {width - 1}) do not match "
+            f"{m} weights and the descriptor's {width} features"
+        ),
+    ):
         load(path)
 
 
 def test_sparse_features_of_the_wrong_length(tmp_path, saved):
     m, width = saved[1]["sparse_features"].shape
     path = craft(tmp_path, saved, _array("sparse_features", lambda a: a[:-1].copy()))
-    with refused(path, re.escape(f"sparse features of shape ({m - 1}, {width}) do not match "
-                                 f"{m} weights")):
+    with refused(
+        path, re.escape(f"sparse features of shape ({m - 1}, {width}) do not match {m} weights")
+    ):
         load(path)
 
 
@@ -252,8 +363,11 @@ def test_sparse_numbers_not_sorted(tmp_path, saved):
         load(path)
 
 
-@pytest.mark.parametrize("change", [lambda a: np.full_like(a, 26), lambda a: a[:-1].copy()],
-                         ids=["other-species", "wrong-length"])
+@pytest.mark.parametrize(
+    "change",
+    [lambda a: np.full_like(a, 26), lambda a: a[:-1].copy()],
+    ids=["other-species", "wrong-length"],
+)
 def test_sparse_numbers_that_do_not_match(tmp_path, saved, change):
     path = craft(tmp_path, saved, _array("sparse_numbers", change))
     with refused(path, re.escape("the sparse points' species do not match the descriptor")):
@@ -263,8 +377,12 @@ def test_sparse_numbers_that_do_not_match(tmp_path, saved, change):
 @pytest.mark.parametrize("name", ["delta", "qtb", "r_factor", "sparse_cholesky"])
 def test_arrays_whose_shapes_disagree(tmp_path, saved, name):
     path = craft(tmp_path, saved, _array(name, lambda a: a[:-1].copy()))
-    with refused(path, re.escape("inconsistent model state (FittedGAP: the arrays' shapes do "
-                                 "not agree with each other)")):
+    with refused(
+        path,
+        re.escape(
+            "inconsistent model state (FittedGAP: the arrays' shapes do not agree with each other)"
+        ),
+    ):
         load(path)
 
 
@@ -297,8 +415,11 @@ def test_header_without_model_or_params(tmp_path, saved, key, how):
 
 def test_unknown_constructor_parameter(tmp_path, saved):
     path = craft(tmp_path, saved, _change("params", "zetaa", value=4))
-    with refused(path, r"invalid model parameters \(.*unexpected keyword argument "
-                       r"'zetaa'\)\.$"):
+    with refused(
+        path,
+        r"invalid model parameters \(.*unexpected keyword argument "
+        r"'zetaa'\)\.$",
+    ):
         load(path)
 
 
@@ -313,9 +434,13 @@ def test_unchanged_state_loads(tmp_path, saved):
 def test_structure_file_is_named_as_such(tmp_path, frames):
     path = tmp_path / "frames.xyz"
     write(path, frames[:2])
-    with pytest.raises(ModelFileError, match="^" + re.escape(
-            f"{str(path)!r} is not a gapkit model file: it looks like a text/structure file "
-            "(.xyz)")):
+    with pytest.raises(
+        ModelFileError,
+        match="^"
+        + re.escape(
+            f"{str(path)!r} is not a gapkit model file: it looks like a text/structure file (.xyz)"
+        ),
+    ):
         load(path)
 
 
@@ -325,12 +450,16 @@ def test_cli_reports_a_bad_model_in_one_line(tmp_path, saved, frames, capsys, wh
     write(test, frames[:2])
     if what == "state":
         model = craft(tmp_path, saved, setting("zeta", "4"))
-        message = (f"{model}: 'zeta' must be an integer between 1 and 64; got '4' (damaged "
-                   "or not written by gapkit).")
+        message = (
+            f"{model}: 'zeta' must be an integer between 1 and 64; got '4' (damaged "
+            "or not written by gapkit)."
+        )
     else:
         model = test
-        message = f"{str(model)!r} is not a gapkit model file: it looks like a text/structure " \
-                  "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o."
+        message = (
+            f"{str(model)!r} is not a gapkit model file: it looks like a text/structure "
+            "file (.xyz); a model file is written by GAPRegressor.save / gapkit fit -o."
+        )
     assert main(["eval", str(model), str(test)]) == 2
     captured = capsys.readouterr()
     assert captured.err == f"gapkit eval: error: {message}\n"
@@ -343,15 +472,22 @@ def test_cli_reports_a_bad_model_in_one_line(tmp_path, saved, frames, capsys, wh
 @pytest.mark.parametrize("key", ["sigma_energy", "sigma_force", "sigma_virial"])
 def test_hyperparameters_without_a_sigma(tmp_path, saved, key):
     path = craft(tmp_path, saved, _pop("model", "hyperparameters", key))
-    with refused(path, r"'hyperparameters' must hold a positive 'delta' per species and "
-                       r"the three sigmas"):
+    with refused(
+        path,
+        r"'hyperparameters' must hold a positive 'delta' per species and "
+        r"the three sigmas",
+    ):
         load(path)
 
 
-@pytest.mark.parametrize("key, value, match", [
-    ("zeta", 65, "'zeta' must be an integer"),
-    ("jitter", 1.5, "'jitter' must be"),
-], ids=["zeta-65", "jitter-1.5"])
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("zeta", 65, "'zeta' must be an integer"),
+        ("jitter", 1.5, "'jitter' must be"),
+    ],
+    ids=["zeta-65", "jitter-1.5"],
+)
 def test_values_beyond_what_fit_allows(tmp_path, saved, key, value, match):
     path = craft(tmp_path, saved, setting(key, value))
     with refused(path, match):

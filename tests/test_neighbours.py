@@ -39,6 +39,7 @@ def test_same_pairs_as_ase(atoms, cutoff):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(ours[3], theirs[3], atol=1e-10)
     np.testing.assert_allclose(
-        ours[3], atoms.positions[ours[1]] + ours[2] @ atoms.cell.array - atoms.positions[ours[0]],
+        ours[3],
+        atoms.positions[ours[1]] + ours[2] @ atoms.cell.array - atoms.positions[ours[0]],
         atol=1e-10,
     )

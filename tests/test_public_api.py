@@ -14,11 +14,28 @@ import pytest
 
 import gapkit
 
-MODULES = ["gapkit", "gapkit.descriptors", "gapkit.kernels", "gapkit.sparsify", "gapkit.gp",
-           "gapkit.design", "gapkit.estimator", "gapkit.calculator", "gapkit.io",
-           "gapkit.metrics", "gapkit.datasets", "gapkit.exceptions", "gapkit.units",
-           "gapkit.uncertainty", "gapkit.plots", "gapkit.active", "gapkit.active.runner",
-           "gapkit.neighbours", "gapkit.electrostatics", "gapkit.distributed"]
+MODULES = [
+    "gapkit",
+    "gapkit.descriptors",
+    "gapkit.kernels",
+    "gapkit.sparsify",
+    "gapkit.gp",
+    "gapkit.design",
+    "gapkit.estimator",
+    "gapkit.calculator",
+    "gapkit.io",
+    "gapkit.metrics",
+    "gapkit.datasets",
+    "gapkit.exceptions",
+    "gapkit.units",
+    "gapkit.uncertainty",
+    "gapkit.plots",
+    "gapkit.active",
+    "gapkit.active.runner",
+    "gapkit.neighbours",
+    "gapkit.electrostatics",
+    "gapkit.distributed",
+]
 
 #: gapkit and every subpackage (found on disk, so a new one is checked too).
 PACKAGES = ["gapkit"] + sorted(
@@ -70,8 +87,11 @@ def test_package_all_star_imports_and_is_documented(package):
 def test_package_exports_are_all_in_all(package):
     """Every public class or function a package's ``__init__`` binds is in ``__all__``."""
     mod = importlib.import_module(package)
-    public = {name for name, obj in vars(mod).items()
-              if not name.startswith("_") and (inspect.isclass(obj) or inspect.isroutine(obj))}
+    public = {
+        name
+        for name, obj in vars(mod).items()
+        if not name.startswith("_") and (inspect.isclass(obj) or inspect.isroutine(obj))
+    }
     missing = sorted(public - set(mod.__all__))
     assert not missing, f"{package} exports {missing} but leaves them out of __all__"
 
@@ -96,6 +116,7 @@ def test_version_is_read_from_the_installed_metadata():
 
         print(gapkit.__version__)
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
     assert out.stdout.strip() == "9.9.9"

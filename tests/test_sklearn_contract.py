@@ -56,8 +56,9 @@ def fitted(frames):
 
 @pytest.fixture(scope="module")
 def fitted_with_baseline(frames):
-    return GAPRegressor(tiny_soap(), n_sparse=8, random_state=0,
-                        baseline=Ewald(charges=CHARGES)).fit(frames)
+    return GAPRegressor(
+        tiny_soap(), n_sparse=8, random_state=0, baseline=Ewald(charges=CHARGES)
+    ).fit(frames)
 
 
 def snapshot(params: dict) -> dict:
@@ -86,12 +87,16 @@ ESTIMATORS = {
 }
 
 
-@pytest.mark.parametrize("check", [
-    check_no_attributes_set_in_init,
-    check_parameters_default_constructible,
-    check_get_params_invariance,
-    check_set_params,
-], ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "check",
+    [
+        check_no_attributes_set_in_init,
+        check_parameters_default_constructible,
+        check_get_params_invariance,
+        check_set_params,
+    ],
+    ids=lambda c: c.__name__,
+)
 @pytest.mark.parametrize("make", ESTIMATORS.values(), ids=ESTIMATORS.keys())
 def test_sklearn_estimator_checks(check, make):
     estimator = make()

@@ -31,6 +31,7 @@ def test_fewer_distinct_rows_than_requested(points):
 
 def test_fps_spreads_points_out(points):
     """FPS's smallest pairwise distance beats random selection's."""
+
     def min_dist(idx):
         x = points[idx]
         d = 2 - 2 * x @ x.T

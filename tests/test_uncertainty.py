@@ -27,8 +27,10 @@ def test_stds_are_non_negative_and_shaped(cuau_model, sor_model, cuau_frames):
         assert all(a.shape == b.shape and np.all(b >= 0) for a, b in zip(f, f_std, strict=True))
         assert all(a.shape == b.shape for a, b in zip(loc, loc_std, strict=True))
     # DTC adds a non-negative term to SOR
-    assert np.all(cuau_model.predict(frames, return_std=True)[1]
-                  >= sor_model.predict(frames, return_std=True)[1] - 1e-12)
+    assert np.all(
+        cuau_model.predict(frames, return_std=True)[1]
+        >= sor_model.predict(frames, return_std=True)[1] - 1e-12
+    )
 
 
 def test_sor_std_matches_monte_carlo_over_weights(sor_model, cuau_frames):
@@ -36,13 +38,21 @@ def test_sor_std_matches_monte_carlo_over_weights(sor_model, cuau_frames):
     atoms = cuau_frames[4]
     model = sor_model
     desc = model.descriptor_.features_and_derivatives(atoms)
-    rows = design_rows(desc, model.sparse_features_, model.sparse_numbers_, model.delta_,
-                       model.zeta, forces=True, virial=False)
+    rows = design_rows(
+        desc,
+        model.sparse_features_,
+        model.sparse_numbers_,
+        model.delta_,
+        model.zeta,
+        forces=True,
+        virial=False,
+    )
     # the rows are the Jacobian of the model's own predictions
     e0 = sum(model.e0_[s] for s in atoms.get_chemical_symbols())
     assert rows["energy"] @ model.coefficients_ + e0 == pytest.approx(model.predict([atoms])[0])
-    np.testing.assert_allclose(rows["forces"] @ model.coefficients_,
-                               model.predict_forces([atoms])[0], atol=1e-10)
+    np.testing.assert_allclose(
+        rows["forces"] @ model.coefficients_, model.predict_forces([atoms])[0], atol=1e-10
+    )
     rng = np.random.default_rng(0)
     z = rng.standard_normal((len(model.coefficients_), 4000))
     samples = model.coefficients_[:, None] + scipy.linalg.solve_triangular(model.r_factor_, z)
@@ -75,8 +85,12 @@ def test_prior_force_variance_is_kernel_second_derivative(cuau_model, cuau_frame
         plus, minus = atoms.copy(), atoms.copy()
         plus.positions[j, b] += h
         minus.positions[j, b] -= h
-        fd = (k_total(plus, plus) - k_total(plus, minus) - k_total(minus, plus)
-              + k_total(minus, minus)) / (4 * h * h)
+        fd = (
+            k_total(plus, plus)
+            - k_total(plus, minus)
+            - k_total(minus, plus)
+            + k_total(minus, minus)
+        ) / (4 * h * h)
         assert analytic[j, b] == pytest.approx(fd, rel=1e-4)
 
 
@@ -107,8 +121,12 @@ def test_calibrate_makes_force_errors_unit_scaled(cuau_model, cuau_frames):
 
     def mean_z2(model, frames):
         forces, stds = model.predict_forces(frames, return_std=True)
-        z = np.concatenate([(f - a.get_forces()).ravel() / s.ravel()
-                            for f, s, a in zip(forces, stds, frames, strict=True)])
+        z = np.concatenate(
+            [
+                (f - a.get_forces()).ravel() / s.ravel()
+                for f, s, a in zip(forces, stds, frames, strict=True)
+            ]
+        )
         return np.mean(z**2)
 
     # SOR stds of a model fitted on half the data are far too small away from it
@@ -131,8 +149,10 @@ def test_prior_virial_variance_is_kernel_second_strain_derivative(cuau_model, cu
 
     def k_total(a, b):
         qa, qb = soap.features(a), soap.features(b)
-        return sum(delta[int(z)] ** 2 * np.sum((qa[a.numbers == z] @ qb[b.numbers == z].T)
-                                               ** model.zeta) for z in np.unique(a.numbers))
+        return sum(
+            delta[int(z)] ** 2 * np.sum((qa[a.numbers == z] @ qb[b.numbers == z].T) ** model.zeta)
+            for z in np.unique(a.numbers)
+        )
 
     def strained(t, a, b):
         s = np.zeros((3, 3))
@@ -144,8 +164,12 @@ def test_prior_virial_variance_is_kernel_second_strain_derivative(cuau_model, cu
     h = 1e-4
     for k, (a, b) in enumerate(VOIGT_PAIRS):
         plus, minus = strained(h, a, b), strained(-h, a, b)
-        fd = (k_total(plus, plus) - k_total(plus, minus) - k_total(minus, plus)
-              + k_total(minus, minus)) / (4 * h * h)
+        fd = (
+            k_total(plus, plus)
+            - k_total(plus, minus)
+            - k_total(minus, plus)
+            + k_total(minus, minus)
+        ) / (4 * h * h)
         assert analytic[k] == pytest.approx(fd, rel=1e-4), (a, b)
 
 
@@ -153,10 +177,21 @@ def test_sor_stress_std_matches_monte_carlo_over_weights(sor_model, cuau_frames)
     atoms = cuau_frames[3]
     model = sor_model
     desc = model.descriptor_.features_and_derivatives(atoms)
-    rows = design_rows(desc, model.sparse_features_, model.sparse_numbers_, model.delta_,
-                       model.zeta, forces=False, virial=True)["virial"] / atoms.get_volume()
-    np.testing.assert_allclose(rows @ model.coefficients_, model.predict_stress([atoms])[0],
-                               atol=1e-12)
+    rows = (
+        design_rows(
+            desc,
+            model.sparse_features_,
+            model.sparse_numbers_,
+            model.delta_,
+            model.zeta,
+            forces=False,
+            virial=True,
+        )["virial"]
+        / atoms.get_volume()
+    )
+    np.testing.assert_allclose(
+        rows @ model.coefficients_, model.predict_stress([atoms])[0], atol=1e-12
+    )
     rng = np.random.default_rng(1)
     z = rng.standard_normal((len(model.coefficients_), 4000))
     samples = model.coefficients_[:, None] + scipy.linalg.solve_triangular(model.r_factor_, z)

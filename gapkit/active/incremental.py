@@ -50,8 +50,9 @@ __all__ = ["IncrementalGAP", "most_uncertain_environments"]
 DUPLICATE_TOLERANCE = 1e-10
 
 
-def most_uncertain_environments(model: GAPRegressor, atoms: Atoms,
-                                k: int) -> tuple[np.ndarray, np.ndarray]:
+def most_uncertain_environments(
+    model: GAPRegressor, atoms: Atoms, k: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` environments of ``atoms`` with the largest local-energy std.
 
     Candidates for new sparse points (e.g. for
@@ -85,20 +86,40 @@ class _Entry:
     @property
     def nbytes(self) -> int:
         desc, r = self.descriptor, self.rows
-        arrays = [desc.features, desc.numbers, desc.centre, desc.neighbour, desc.dq_dr,
-                  desc.dq_dstrain, r.rows, r.targets, r.sigma, r.kind]
+        arrays = [
+            desc.features,
+            desc.numbers,
+            desc.centre,
+            desc.neighbour,
+            desc.dq_dr,
+            desc.dq_dstrain,
+            r.rows,
+            r.targets,
+            r.sigma,
+            r.kind,
+        ]
         return int(sum(a.nbytes for a in arrays if a is not None))
 
 
-def _new_entry(descriptor, atoms: Atoms, labels: Labels, sigmas: dict, e0: dict, q_sparse,
-               z_sparse: np.ndarray, delta, zeta: int) -> _Entry:
+def _new_entry(
+    descriptor,
+    atoms: Atoms,
+    labels: Labels,
+    sigmas: dict,
+    e0: dict,
+    q_sparse,
+    z_sparse: np.ndarray,
+    delta,
+    zeta: int,
+) -> _Entry:
     """Descriptor and design-matrix rows of one new structure (may run in a worker)."""
     if labels.forces is not None or labels.stress is not None:
         desc = descriptor.features_and_derivatives(atoms)
     else:
         desc = StructureDescriptor(descriptor.features(atoms), atoms.numbers.copy())
-    rows = structure_rows(None, atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta,
-                          desc=desc)
+    rows = structure_rows(
+        None, atoms, labels, sigmas, e0, q_sparse, z_sparse, delta, zeta, desc=desc
+    )
     light = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
     return _Entry(light, labels, sigmas, desc, rows)
 
@@ -173,18 +194,19 @@ class IncrementalGAP:
     (2,)
     """
 
-    def __init__(self, model: GAPRegressor, frames: Sequence[Atoms], y=None, *,
-                 sparse_points=None):
+    def __init__(self, model: GAPRegressor, frames: Sequence[Atoms], y=None, *, sparse_points=None):
         if not isinstance(model, GAPRegressor):
             raise InvalidParameterError(
-                f"IncrementalGAP: 'model' must be a GAPRegressor; got {type(model).__name__}.")
+                f"IncrementalGAP: 'model' must be a GAPRegressor; got {type(model).__name__}."
+            )
         frames = check_structures(frames, "IncrementalGAP")
         if not model.__sklearn_is_fitted__():
             model.fit(frames, y, sparse_points)
         elif sparse_points is not None:
             raise InvalidParameterError(
                 "IncrementalGAP: 'sparse_points' is only used to fit an unfitted model; "
-                "use add_sparse_points on a fitted one.")
+                "use add_sparse_points on a fitted one."
+            )
         self.model = model
         fitted = model.fitted_
         # rows and noise are computed at these reference values (the fitted ones) and
@@ -224,15 +246,24 @@ class IncrementalGAP:
         model, fitted = self.model, self.model.fitted_
         fitted.check_species(frames, owner)
         keys = (model.energy_key, model.forces_key, model.stress_key)
-        labels = subtract_baseline(read_training_labels(frames, y, keys, owner), frames,
-                                   fitted.baseline)
+        labels = subtract_baseline(
+            read_training_labels(frames, y, keys, owner), frames, fitted.baseline
+        )
         backend = self._backend()
         q_sparse = backend.asarray(fitted.sparse_features)
         delta = backend.asarray(delta_per_point(self._ref_delta, fitted.sparse_numbers))
         jobs = (
-            delayed(_new_entry)(fitted.descriptor, a, lab, self._ref_noise.sigmas(a, k),
-                                fitted.e0, q_sparse, fitted.sparse_numbers, delta,
-                                fitted.zeta)
+            delayed(_new_entry)(
+                fitted.descriptor,
+                a,
+                lab,
+                self._ref_noise.sigmas(a, k),
+                fitted.e0,
+                q_sparse,
+                fitted.sparse_numbers,
+                delta,
+                fitted.zeta,
+            )
             for k, (a, lab) in enumerate(zip(frames, labels, strict=True))
         )
         in_process = len(frames) <= 1 or not backend.is_numpy
@@ -242,11 +273,21 @@ class IncrementalGAP:
     def _solve_all(self, fitted: FittedGAP) -> None:
         """QR of every cached row under ``fitted``'s sparse points and hyperparameters."""
         backend = self._backend()
-        l_mm = sparse_cholesky(fitted.sparse_features, fitted.sparse_numbers, fitted.delta,
-                               fitted.zeta, fitted.jitter, backend)
+        l_mm = sparse_cholesky(
+            fitted.sparse_features,
+            fitted.sparse_numbers,
+            fitted.delta,
+            fitted.zeta,
+            fitted.jitter,
+            backend,
+        )
         solver = StreamingQR(fitted.n_sparse, prior=backend.asarray(l_mm))
-        fold_rows(solver, self._items(self._entries, fitted), backend,
-                  column_scale=self._column_scale(fitted))
+        fold_rows(
+            solver,
+            self._items(self._entries, fitted),
+            backend,
+            column_scale=self._column_scale(fitted),
+        )
         self._store(solver, fitted.replace(sparse_cholesky=l_mm))
 
     def _store(self, solver: StreamingQR, fitted: FittedGAP, lml: float | None = None) -> None:
@@ -254,15 +295,24 @@ class IncrementalGAP:
         n_data = int(sum(len(s) for _, _, s in items))
         sum_log = float(sum(np.sum(np.log(s)) for _, _, s in items))
         if lml is None:
-            lml = log_marginal_likelihood(solver, fitted.sparse_cholesky, n_data=n_data,
-                                          sum_log_sigma=sum_log)
-        counts = {key: int(sum(e.rows.counts[key] for e in self._entries))
-                  for key in ("energy", "forces", "virial")}
+            lml = log_marginal_likelihood(
+                solver, fitted.sparse_cholesky, n_data=n_data, sum_log_sigma=sum_log
+            )
+        counts = {
+            key: int(sum(e.rows.counts[key] for e in self._entries))
+            for key in ("energy", "forces", "virial")
+        }
         self._solver = solver
         self.model.fitted_ = fitted.replace(
-            coefficients=to_numpy(solver.solve()), r_factor=to_numpy(solver.r),
-            qtb=to_numpy(solver.qtb), residual=solver.residual, n_observations=counts,
-            n_data=n_data, sum_log_sigma=sum_log, log_marginal_likelihood=lml)
+            coefficients=to_numpy(solver.solve()),
+            r_factor=to_numpy(solver.r),
+            qtb=to_numpy(solver.qtb),
+            residual=solver.residual,
+            n_observations=counts,
+            n_data=n_data,
+            sum_log_sigma=sum_log,
+            log_marginal_likelihood=lml,
+        )
 
     # ------------------------------------------------------------- updates
     def add_structures(self, frames: Sequence[Atoms], y=None) -> IncrementalGAP:
@@ -286,8 +336,12 @@ class IncrementalGAP:
         frames = check_structures(frames, "IncrementalGAP.add_structures")
         new = self._compute_entries(frames, y, "IncrementalGAP.add_structures")
         fitted = self.model.fitted_
-        fold_rows(self._solver, self._items(new, fitted), self._backend(),
-                  column_scale=self._column_scale(fitted))
+        fold_rows(
+            self._solver,
+            self._items(new, fitted),
+            self._backend(),
+            column_scale=self._column_scale(fitted),
+        )
         self._entries.extend(new)
         self._store(self._solver, fitted)
         return self
@@ -323,9 +377,12 @@ class IncrementalGAP:
         if q.ndim == 1:
             q = q[None, :]
         z = np.asarray(to_numpy(numbers)).reshape(-1)
-        q_new, z_new = check_sparse_points((q, z), fitted.sparse_features.shape[1],
-                                           fitted.descriptor.species_numbers,
-                                           "IncrementalGAP.add_sparse_points")
+        q_new, z_new = check_sparse_points(
+            (q, z),
+            fitted.sparse_features.shape[1],
+            fitted.descriptor.species_numbers,
+            "IncrementalGAP.add_sparse_points",
+        )
         keep = self._distinct(q_new, z_new)
         if len(keep) == 0:
             return 0
@@ -339,8 +396,18 @@ class IncrementalGAP:
         order_dev = backend.asarray(order)
         grown = []
         for e in self._entries:
-            new_cols = structure_rows(None, e.atoms, e.labels, e.sigmas, fitted.e0, q_dev,
-                                      z_new, delta_dev, fitted.zeta, desc=e.descriptor).rows
+            new_cols = structure_rows(
+                None,
+                e.atoms,
+                e.labels,
+                e.sigmas,
+                fitted.e0,
+                q_dev,
+                z_new,
+                delta_dev,
+                fitted.zeta,
+                desc=e.descriptor,
+            ).rows
             cols = xp.take(xp.concat([e.rows.rows, new_cols], axis=1), order_dev, axis=1)
             grown.append(e.rows._replace(rows=cols))
         z_sorted = z_all[order]
@@ -349,8 +416,10 @@ class IncrementalGAP:
             sparse_numbers=z_sorted,
             delta=delta_per_point(fitted.hyperparameters["delta"], z_sorted),
             sparse_cholesky=np.zeros((len(z_sorted),) * 2),
-            coefficients=np.zeros(len(z_sorted)), r_factor=np.zeros((len(z_sorted),) * 2),
-            qtb=np.zeros(len(z_sorted)))
+            coefficients=np.zeros(len(z_sorted)),
+            r_factor=np.zeros((len(z_sorted),) * 2),
+            qtb=np.zeros(len(z_sorted)),
+        )
         before = ([e.rows for e in self._entries], self._solver)
         try:
             for e, r in zip(self._entries, grown, strict=True):
@@ -377,26 +446,49 @@ class IncrementalGAP:
         if not model.optimize:
             raise InvalidParameterError(
                 "IncrementalGAP.optimize_hyperparameters: the model's 'optimize' is False; "
-                "set it to True or to a list of hyperparameter names.")
+                "set it to True or to a list of hyperparameter names."
+            )
         fitted = model.fitted_
         backend = self._backend()
         ref_delta = delta_per_point(self._ref_delta, fitted.sparse_numbers)
-        l_ref = sparse_cholesky(fitted.sparse_features, fitted.sparse_numbers, ref_delta,
-                                fitted.zeta, fitted.jitter, backend)
+        l_ref = sparse_cholesky(
+            fitted.sparse_features,
+            fitted.sparse_numbers,
+            ref_delta,
+            fitted.zeta,
+            fitted.jitter,
+            backend,
+        )
         species = list(self._ref_delta)
         params = model.get_params(deep=False)
-        initial = {**params, "delta": params["delta"] if isinstance(params["delta"], dict)
-                   else dict.fromkeys(species, params["delta"])}
+        initial = {
+            **params,
+            "delta": params["delta"]
+            if isinstance(params["delta"], dict)
+            else dict.fromkeys(species, params["delta"]),
+        }
         result = optimize_hyperparameters(
-            [e.rows for e in self._entries], optimize=model.optimize,
+            [e.rows for e in self._entries],
+            optimize=model.optimize,
             start={"delta": self._ref_delta, **self._ref_noise.defaults},
-            sparse_numbers=fitted.sparse_numbers, delta=ref_delta, l_factor=l_ref,
-            backend=backend, initial=initial)
+            sparse_numbers=fitted.sparse_numbers,
+            delta=ref_delta,
+            l_factor=l_ref,
+            backend=backend,
+            initial=initial,
+        )
         hyper = result.hyperparameters
         noise = fitted.noise.with_defaults(**{k: hyper[k] for k in fitted.noise.defaults})
-        self._store(result.solver, fitted.replace(
-            hyperparameters=hyper, delta=result.delta, sparse_cholesky=result.l_factor,
-            noise=noise), lml=result.log_marginal_likelihood)
+        self._store(
+            result.solver,
+            fitted.replace(
+                hyperparameters=hyper,
+                delta=result.delta,
+                sparse_cholesky=result.l_factor,
+                noise=noise,
+            ),
+            lml=result.log_marginal_likelihood,
+        )
 
     # --------------------------------------------------------------- checks
     def _distinct(self, q_new: np.ndarray, z_new: np.ndarray) -> np.ndarray:

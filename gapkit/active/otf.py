@@ -151,7 +151,8 @@ class OnTheFlyLearner:
         self.relative = relative
         self.data_path = Path(data_path)
         self.checkpoint_path = (
-            Path(checkpoint_path) if checkpoint_path is not None
+            Path(checkpoint_path)
+            if checkpoint_path is not None
             else self.data_path.with_suffix(".restart.xyz")
         )
         self.checkpoint_interval = checkpoint_interval
@@ -179,8 +180,13 @@ class OnTheFlyLearner:
     def _checkpoint(self, atoms: Atoms, step: int) -> Atoms:
         """Save the MD state atomically (mode from the umask); returns it as a resume
         reads it."""
-        state = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc,
-                      momenta=atoms.get_momenta())
+        state = Atoms(
+            atoms.numbers,
+            atoms.positions,
+            cell=atoms.cell,
+            pbc=atoms.pbc,
+            momenta=atoms.get_momenta(),
+        )
         state.info["otf_step"] = step
         text, written = self._as_written(state)
         atomic_write(self.checkpoint_path, lambda fh: fh.write(text.encode()), _OWNER)
@@ -201,7 +207,8 @@ class OnTheFlyLearner:
         if self.data_path.resolve() == self.checkpoint_path.resolve():
             raise InvalidParameterError(
                 f"{_OWNER}: 'data_path' and 'checkpoint_path' are the same file "
-                f"{str(self.data_path)!r}; give the checkpoint another path.")
+                f"{str(self.data_path)!r}; give the checkpoint another path."
+            )
         labelled, complete = read_run_data(self.data_path, _OWNER, key="otf_step")
         checkpoint = None
         if self.checkpoint_path.exists() and self.checkpoint_path.stat().st_size > 0:
@@ -244,8 +251,15 @@ class OnTheFlyLearner:
         return labelled
 
     # ---------------------------------------------------------------- run
-    def run(self, atoms: Atoms, steps: int, *, timestep: float = 1.0 * units.fs,
-            dynamics=VelocityVerlet, **dynamics_kwargs) -> OnTheFlyResult:
+    def run(
+        self,
+        atoms: Atoms,
+        steps: int,
+        *,
+        timestep: float = 1.0 * units.fs,
+        dynamics=VelocityVerlet,
+        **dynamics_kwargs,
+    ) -> OnTheFlyResult:
         """Run (or resume) ``steps`` MD steps in total.
 
         Parameters
@@ -287,7 +301,8 @@ class OnTheFlyLearner:
                 raise InvalidParameterError(
                     f"OnTheFlyLearner.run: {self.data_path} holds a run of a different system "
                     f"({latest.get_chemical_formula()}, not {atoms.get_chemical_formula()}); "
-                    "give the structure it started from, or another data_path.")
+                    "give the structure it started from, or another data_path."
+                )
         drop_partial_frame(self.data_path, complete, _OWNER)
         if labelled:
             # continue on the caller's atoms (masses, constraints, tags kept)
@@ -471,12 +486,14 @@ def read_run_data(path, owner: str, *, key: str) -> tuple[list[Atoms], int]:
             return InvalidParameterError(
                 f"{owner}: {str(path)!r} does not look like an extended-XYZ data file of a "
                 f"previous run (line {line}: {what}); it is left untouched: give another path "
-                "(or move the file away) to start afresh.")
+                "(or move the file away) to start afresh."
+            )
         return InvalidStructureError(
             f"{owner}: {str(path)!r} is damaged in frame {frame} (frames counted from 1), "
             f"line {line}: {what}. Frames 1 to {frame - 1} are intact and nothing was "
             "changed: repair or remove the damaged part to resume (or move the file away "
-            "to start afresh).")
+            "to start afresh)."
+        )
 
     try:
         spans, complete = _scan_frames(raw, key)
@@ -513,7 +530,9 @@ def drop_partial_frame(path, complete: int, owner: str) -> None:
     warnings.warn(
         f"{owner}: the last frame of {path} is incomplete (the run was killed while "
         "writing it); it is removed and its reference calculation will be repeated.",
-        RuntimeWarning, stacklevel=3)
+        RuntimeWarning,
+        stacklevel=3,
+    )
     os.truncate(path, complete)
 
 
@@ -539,5 +558,6 @@ def _read_checkpoint(path: Path) -> Atoms:
         raise InvalidParameterError(
             f"{_OWNER}: checkpoint {str(path)!r} does not look like the checkpoint of a "
             f"previous run ({problem}); it is left as it is: move it away or give another "
-            "checkpoint_path.")
+            "checkpoint_path."
+        )
     return state

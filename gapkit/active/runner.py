@@ -32,12 +32,30 @@ _OWNER = "learn config"
 
 #: Keywords of :func:`ase.build.bulk` a ``structure`` table may give (besides
 #: ``bulk``, the element, and ``repeat``).
-_BULK_KEYS = ("crystalstructure", "a", "b", "c", "alpha", "covera", "u", "orthorhombic",
-              "cubic", "basis")
+_BULK_KEYS = (
+    "crystalstructure",
+    "a",
+    "b",
+    "c",
+    "alpha",
+    "covera",
+    "u",
+    "orthorhombic",
+    "cubic",
+    "basis",
+)
 
 
-def _number(config: dict, key: str, default, *, integer: bool = False, minimum=None,
-            strict: bool = False, unit: str = ""):
+def _number(
+    config: dict,
+    key: str,
+    default,
+    *,
+    integer: bool = False,
+    minimum=None,
+    strict: bool = False,
+    unit: str = "",
+):
     """Pop ``key`` from ``config`` as a finite number in range, or say what is wrong.
 
     Parameters
@@ -68,7 +86,8 @@ def _number(config: dict, key: str, default, *, integer: bool = False, minimum=N
     """
     value = config.pop(key, default)
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_))
+        value, (bool, np.bool_)
+    )
     ok = ok and math.isfinite(value) and (not integer or float(value).is_integer())
     if ok and minimum is not None:
         ok = value > minimum if strict else value >= minimum
@@ -76,8 +95,9 @@ def _number(config: dict, key: str, default, *, integer: bool = False, minimum=N
         kind = "an integer" if integer else "a finite number"
         bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
         unit = f" ({unit})" if unit else ""
-        raise InvalidParameterError(f"{_OWNER}: {key!r} must be {kind}{bound}{unit}; "
-                                    f"got {value!r}.")
+        raise InvalidParameterError(
+            f"{_OWNER}: {key!r} must be {kind}{bound}{unit}; got {value!r}."
+        )
     return int(value) if integer else float(value)
 
 
@@ -102,7 +122,8 @@ def _unknown_keys(spec: dict, allowed, where: str) -> None:
     if unknown:
         raise InvalidParameterError(
             f"{_OWNER}: unknown key(s) {', '.join(map(repr, unknown))} in {where}; allowed: "
-            f"{', '.join(allowed)}.")
+            f"{', '.join(allowed)}."
+        )
 
 
 def reference_calculator(spec: dict):
@@ -128,8 +149,9 @@ def reference_calculator(spec: dict):
     """
     if not isinstance(spec, dict):
         raise InvalidParameterError(
-            f"{_OWNER}: 'reference' must be a table such as {{\"name\": \"emt\"}} or "
-            f"{{\"name\": \"tblite\", \"method\": \"GFN1-xTB\"}}; got {spec!r}.")
+            f'{_OWNER}: \'reference\' must be a table such as {{"name": "emt"}} or '
+            f'{{"name": "tblite", "method": "GFN1-xTB"}}; got {spec!r}.'
+        )
     name = str(spec.get("name", "")).lower()
     options = {k: v for k, v in spec.items() if k != "name"}
     if name == "emt":
@@ -164,7 +186,8 @@ def _read_file(path, key: str, index):
     except Exception as err:  # noqa: BLE001 - any reader error: the file is unusable
         raise InvalidParameterError(
             f"{_OWNER}: {key!r}: cannot read structures from {str(path)!r} "
-            f"({type(err).__name__}: {err}).") from err
+            f"({type(err).__name__}: {err})."
+        ) from err
 
 
 def _structure(spec):
@@ -179,12 +202,18 @@ def _structure(spec):
         repeat = spec.pop("repeat", (1, 1, 1))
         if isinstance(repeat, (int, np.integer)) and not isinstance(repeat, bool):
             repeat = (repeat,) * 3
-        if not (isinstance(repeat, (list, tuple)) and len(repeat) == 3 and all(
+        if not (
+            isinstance(repeat, (list, tuple))
+            and len(repeat) == 3
+            and all(
                 isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
-                for n in repeat)):
+                for n in repeat
+            )
+        ):
             raise InvalidParameterError(
                 f"{_OWNER}: 'structure': 'repeat' must be three integers >= 1 (or one); "
-                f"got {repeat!r}.")
+                f"got {repeat!r}."
+            )
         symbol = spec.pop("bulk")
         try:
             atoms = bulk(symbol, **spec)
@@ -192,15 +221,18 @@ def _structure(spec):
             raise InvalidParameterError(
                 f"{_OWNER}: 'structure': ase.build.bulk({symbol!r}, ...) refused the "
                 f"keywords {spec!r} ({err}); allowed keys: bulk, {', '.join(_BULK_KEYS)}, "
-                "repeat.") from err
+                "repeat."
+            ) from err
         except (ValueError, KeyError, RuntimeError) as err:
             raise InvalidParameterError(
                 f"{_OWNER}: 'structure': ase.build.bulk cannot build {symbol!r} with "
-                f"{spec!r}: {err}.") from err
+                f"{spec!r}: {err}."
+            ) from err
         return atoms.repeat(tuple(int(n) for n in repeat))
     raise InvalidParameterError(
         f"{_OWNER}: 'structure' must be a file name or {{'bulk': symbol, ...}} with keys of "
-        f"ase.build.bulk ({', '.join(_BULK_KEYS)}) and 'repeat'; got {spec!r}.")
+        f"ase.build.bulk ({', '.join(_BULK_KEYS)}) and 'repeat'; got {spec!r}."
+    )
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -243,8 +275,8 @@ def run_learning(config: dict, *, log=print):
     model_spec = config.pop("model", {})
     if not isinstance(model_spec, dict):
         raise InvalidParameterError(
-            f"{_OWNER}: 'model' must be a table of GAPRegressor parameters; got "
-            f"{model_spec!r:.60}.")
+            f"{_OWNER}: 'model' must be a table of GAPRegressor parameters; got {model_spec!r:.60}."
+        )
     model = build_model(model_spec)
     reference = reference_calculator(config.pop("reference", {"name": "emt"}))
     output = _path(config, "output", "learn_data.xyz")
@@ -253,7 +285,8 @@ def run_learning(config: dict, *, log=print):
     if _same_file(output, model_output):
         raise InvalidParameterError(
             f"{_OWNER}: 'output' (the labelled structures) and 'model_output' are the same "
-            f"file {str(output)!r}; give 'model_output' another name.")
+            f"file {str(output)!r}; give 'model_output' another name."
+        )
     check_model_output(model_output, f"{_OWNER} 'model_output'")
     if mode == "otf":
         final = _run_otf(config, model, reference, output, model_output, log)
@@ -268,7 +301,8 @@ def _run_otf(config: dict, model, reference, output: Path, model_output: Path, l
     if "structure" not in config:
         raise InvalidParameterError(
             f"{_OWNER}: mode 'otf' needs 'structure': a file name or {{'bulk': symbol, ...}} "
-            "(e.g. {'bulk': 'Cu', 'cubic': true, 'repeat': [2, 2, 2]}).")
+            "(e.g. {'bulk': 'Cu', 'cubic': true, 'repeat': [2, 2, 2]})."
+        )
     atoms = _structure(config.pop("structure"))
     temperature = _number(config, "temperature_K", 300.0, minimum=0, unit="K")
     seed = _number(config, "seed", 0, integer=True, minimum=0)
@@ -283,34 +317,45 @@ def _run_otf(config: dict, model, reference, output: Path, model_output: Path, l
         from ase.md.langevin import Langevin
 
         dynamics = Langevin
-        kwargs = {"temperature_K": temperature, "fixcm": False,
-                  "friction": _number(config, "friction", 0.02, minimum=0,
-                                      unit="per ASE time unit")}
+        kwargs = {
+            "temperature_K": temperature,
+            "fixcm": False,
+            "friction": _number(config, "friction", 0.02, minimum=0, unit="per ASE time unit"),
+        }
     elif thermostat == "nve":
         from ase.md.verlet import VelocityVerlet
 
         dynamics = VelocityVerlet
         if "friction" in config:
             raise InvalidParameterError(
-                f"{_OWNER}: 'friction' is used with \"thermostat\": \"langevin\" only.")
+                f'{_OWNER}: \'friction\' is used with "thermostat": "langevin" only.'
+            )
     else:
         raise InvalidParameterError(
-            f"{_OWNER}: 'thermostat' must be 'nve' or 'langevin'; got {thermostat!r}.")
+            f"{_OWNER}: 'thermostat' must be 'nve' or 'langevin'; got {thermostat!r}."
+        )
     _no_leftovers(config)
-    learner = OnTheFlyLearner(model, reference, threshold=threshold, relative=relative,
-                              data_path=output, n_sparse_add=n_sparse_add)
+    learner = OnTheFlyLearner(
+        model,
+        reference,
+        threshold=threshold,
+        relative=relative,
+        data_path=output,
+        n_sparse_add=n_sparse_add,
+    )
     if _same_file(learner.checkpoint_path, model_output):
         raise InvalidParameterError(
             f"{_OWNER}: 'model_output' {str(model_output)!r} is the checkpoint file of the "
-            "run; give it another name.")
+            "run; give it another name."
+        )
     rng = np.random.default_rng(seed)
     masses = atoms.get_masses()[:, None]
-    atoms.set_momenta(rng.normal(size=(len(atoms), 3))
-                      * np.sqrt(temperature * units.kB * masses))
-    result = learner.run(atoms, steps, timestep=timestep * units.fs, dynamics=dynamics,
-                         **kwargs)
-    log(f"on-the-fly: {result.steps} steps, {result.reference_calls} reference calls in "
-        f"this run, {result.n_labelled} labelled structures in {output}")
+    atoms.set_momenta(rng.normal(size=(len(atoms), 3)) * np.sqrt(temperature * units.kB * masses))
+    result = learner.run(atoms, steps, timestep=timestep * units.fs, dynamics=dynamics, **kwargs)
+    log(
+        f"on-the-fly: {result.steps} steps, {result.reference_calls} reference calls in "
+        f"this run, {result.n_labelled} labelled structures in {output}"
+    )
     return result.model
 
 
@@ -318,7 +363,8 @@ def _run_pool(config: dict, model, reference, output: Path, log):
     if "pool" not in config:
         raise InvalidParameterError(
             f"{_OWNER}: mode 'pool' needs 'pool': the extended-XYZ file of the structures "
-            "to choose from.")
+            "to choose from."
+        )
     pool_path = _path(config, "pool", None)
     initial = _number(config, "initial", 5, integer=True, minimum=1)
     batch = _number(config, "batch", 5, integer=True, minimum=1)
@@ -327,17 +373,20 @@ def _run_pool(config: dict, model, reference, output: Path, log):
     update = config.pop("update", "refit")
     if update not in ("refit", "incremental"):
         raise InvalidParameterError(
-            f"{_OWNER}: 'update' must be 'refit' or 'incremental'; got {update!r}.")
+            f"{_OWNER}: 'update' must be 'refit' or 'incremental'; got {update!r}."
+        )
     if update == "refit" and "n_sparse_add" in config:
         raise InvalidParameterError(
-            f"{_OWNER}: 'n_sparse_add' is used with \"update\": \"incremental\" only (a refit "
-            "selects the sparse points again by the model's sparse_method).")
+            f'{_OWNER}: \'n_sparse_add\' is used with "update": "incremental" only (a refit '
+            "selects the sparse points again by the model's sparse_method)."
+        )
     n_sparse_add = _number(config, "n_sparse_add", 10, integer=True, minimum=0)
     _no_leftovers(config)
     if _same_file(pool_path, output):
         raise InvalidParameterError(
             f"{_OWNER}: 'pool' and 'output' are the same file {str(output)!r}; the labelled "
-            "structures go to another file.")
+            "structures go to another file."
+        )
     pool = _read_file(pool_path, "pool", ":")
     if not pool:
         raise InvalidParameterError(f"{_OWNER}: 'pool': {str(pool_path)!r} holds no structures.")
@@ -346,11 +395,13 @@ def _run_pool(config: dict, model, reference, output: Path, log):
     for k, atoms in enumerate(labelled, start=1):
         index = atoms.info["pool_index"]
         if not (isinstance(index, (int, np.integer)) and 0 <= index < len(pool)) or (
-                index in taken):
+            index in taken
+        ):
             raise InvalidParameterError(
                 f"{_OWNER}: 'output' {str(output)!r}, frame {k} (counted from 1): pool_index "
                 f"{index!r} is not a new index into the {len(pool)} structures of "
-                f"{str(pool_path)!r}; is it the output of a run on another pool?")
+                f"{str(pool_path)!r}; is it the output of a run on another pool?"
+            )
         taken.append(int(index))
     drop_partial_frame(output, complete, f"{_OWNER} 'output'")
     if not labelled:
@@ -371,10 +422,10 @@ def _run_pool(config: dict, model, reference, output: Path, log):
         taken += pick
         log(f"round {r + 1}: labelled pool structures {pick} ({len(taken)} in all)")
         if incremental:  # new columns for the most uncertain environments, new rows
-            grown = [most_uncertain_environments(incremental.model, a, n_sparse_add)
-                     for a in new]
-            incremental.add_sparse_points(np.vstack([g[0] for g in grown]),
-                                          np.concatenate([g[1] for g in grown]))
+            grown = [most_uncertain_environments(incremental.model, a, n_sparse_add) for a in new]
+            incremental.add_sparse_points(
+                np.vstack([g[0] for g in grown]), np.concatenate([g[1] for g in grown])
+            )
             incremental.add_structures(new)
     return incremental.model if incremental else clone(model).fit(labelled)
 
@@ -393,4 +444,5 @@ def _label_and_append(pool, indices, reference, output: Path) -> list:
 def _no_leftovers(config: dict) -> None:
     if config:
         raise InvalidParameterError(
-            f"{_OWNER}: unknown key(s) {', '.join(map(repr, sorted(config)))}.")
+            f"{_OWNER}: unknown key(s) {', '.join(map(repr, sorted(config)))}."
+        )

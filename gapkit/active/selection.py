@@ -65,9 +65,12 @@ def select_batch(
     fitted.check_species(pool, "select_batch")
     if features is None:
         features = [fitted.descriptor.features(a) for a in pool]
-    rows = [local_energy_rows(f, a.numbers, fitted.sparse_features, fitted.sparse_numbers,
-                              fitted.delta, fitted.zeta)
-            for f, a in zip(features, pool, strict=True)]
+    rows = [
+        local_energy_rows(
+            f, a.numbers, fitted.sparse_features, fitted.sparse_numbers, fitted.delta, fitted.zeta
+        )
+        for f, a in zip(features, pool, strict=True)
+    ]
     stacked = np.vstack(rows)
     q_env = np.vstack(features)
     z_env = np.concatenate([a.numbers for a in pool])
@@ -97,8 +100,15 @@ def select_batch(
         # label-free update of the posterior precision with the structure's rows
         dummy = Labels(0.0, np.zeros((len(atoms), 3)), np.zeros(6) if is_bulk(atoms) else None)
         a_rows, _, sigma, _, _ = structure_rows(
-            fitted.descriptor, atoms, dummy, fitted.noise.sigmas(atoms, best), fitted.e0,
-            fitted.sparse_features, fitted.sparse_numbers, fitted.delta, fitted.zeta,
+            fitted.descriptor,
+            atoms,
+            dummy,
+            fitted.noise.sigmas(atoms, best),
+            fitted.e0,
+            fitted.sparse_features,
+            fitted.sparse_numbers,
+            fitted.delta,
+            fitted.zeta,
         )
         r = scipy.linalg.qr(np.vstack([r, a_rows / sigma[:, None]]), mode="r")[0][: len(r)]
         if dtc:

@@ -113,8 +113,9 @@ def _tables(idx: cupy.ndarray, wts: cupy.ndarray, der: cupy.ndarray | None = Non
     return idx, wts, der
 
 
-def spread(charges: cupy.ndarray, idx: cupy.ndarray, wts: cupy.ndarray,
-           mesh: tuple[int, int, int]) -> cupy.ndarray:
+def spread(
+    charges: cupy.ndarray, idx: cupy.ndarray, wts: cupy.ndarray, mesh: tuple[int, int, int]
+) -> cupy.ndarray:
     """Charge mesh ``Q`` of shape ``mesh`` (float64, on the charges' device).
 
     Parameters
@@ -132,13 +133,21 @@ def spread(charges: cupy.ndarray, idx: cupy.ndarray, wts: cupy.ndarray,
     idx, wts, _ = _tables(idx, wts)
     kernel, _ = _kernels(cupy.cuda.Device().id)
     blocks, threads = _launch_shape(n)
-    kernel(blocks, threads, (q, idx, wts, np.int64(n), np.int32(p), np.int64(mesh[1]),
-                             np.int64(mesh[2]), grid))
+    kernel(
+        blocks,
+        threads,
+        (q, idx, wts, np.int64(n), np.int32(p), np.int64(mesh[1]), np.int64(mesh[2]), grid),
+    )
     return grid
 
 
-def gather(phi: cupy.ndarray, idx: cupy.ndarray, wts: cupy.ndarray, der: cupy.ndarray,
-           mesh: tuple[int, int, int]) -> tuple[cupy.ndarray, cupy.ndarray]:
+def gather(
+    phi: cupy.ndarray,
+    idx: cupy.ndarray,
+    wts: cupy.ndarray,
+    der: cupy.ndarray,
+    mesh: tuple[int, int, int],
+) -> tuple[cupy.ndarray, cupy.ndarray]:
     """Potential and scaled-coordinate gradient of every atom from the convolved mesh.
 
     Parameters
@@ -164,6 +173,20 @@ def gather(phi: cupy.ndarray, idx: cupy.ndarray, wts: cupy.ndarray, der: cupy.nd
     idx, wts, der = _tables(idx, wts, der)
     _, kernel = _kernels(cupy.cuda.Device().id)
     blocks, threads = _launch_shape(n)
-    kernel(blocks, threads, (phi, idx, wts, der, np.int64(n), np.int32(p),
-                             np.int64(mesh[1]), np.int64(mesh[2]), pot, grad))
+    kernel(
+        blocks,
+        threads,
+        (
+            phi,
+            idx,
+            wts,
+            der,
+            np.int64(n),
+            np.int32(p),
+            np.int64(mesh[1]),
+            np.int64(mesh[2]),
+            pot,
+            grad,
+        ),
+    )
     return pot, grad

@@ -37,8 +37,9 @@ __all__ = ["reduce_cell", "is_reduced"]
 _TOLERANCE = 1e-10
 
 #: Integer combinations x of the three vectors with x_a ∈ {-1, 0, 1}, x ≠ 0.
-_COMBINATIONS = np.array([x for x in itertools.product((-1, 0, 1), repeat=3) if any(x)],
-                         dtype=float)
+_COMBINATIONS = np.array(
+    [x for x in itertools.product((-1, 0, 1), repeat=3) if any(x)], dtype=float
+)
 
 #: ``_USES[k, a]``: whether combination k contains vector a (x_a ≠ 0).
 _USES = _COMBINATIONS != 0.0

@@ -46,16 +46,23 @@ _ASE_ARGUMENTS = ("restart", "ignore_bad_restart_file", "label", "atoms", "direc
 
 
 def _is_positive_number(value):
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 @functools.cache
 def _parameter_names(cls) -> tuple[str, ...]:
     """The parameters of calculator class ``cls``: the named arguments of its ``__init__``."""
     signature = inspect.signature(cls.__init__)
-    return tuple(name for name, p in signature.parameters.items()
-                 if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL))
+    return tuple(
+        name
+        for name, p in signature.parameters.items()
+        if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    )
 
 
 def _unknown_keys_message(owner, unknown, allowed, what):
@@ -65,8 +72,10 @@ def _unknown_keys_message(owner, unknown, allowed, what):
         close = difflib.get_close_matches(str(key), allowed, n=1)
         hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
     plural = "s" if len(unknown) > 1 else ""
-    return (f"{owner}: unknown {what}{plural} {', '.join(hints)}; allowed: "
-            f"{', '.join(map(repr, allowed))}.")
+    return (
+        f"{owner}: unknown {what}{plural} {', '.join(hints)}; allowed: "
+        f"{', '.join(map(repr, allowed))}."
+    )
 
 
 def _validate_parameters(owner, params, allowed=None, extra=()):
@@ -79,64 +88,80 @@ def _validate_parameters(owner, params, allowed=None, extra=()):
         unknown = [k for k in params if k not in allowed and k not in extra]
         if unknown:
             raise InvalidParameterError(
-                _unknown_keys_message(owner, unknown, list(allowed), "parameter"))
+                _unknown_keys_message(owner, unknown, list(allowed), "parameter")
+            )
     charges = params.get("charges")
     if charges is not None:
         if isinstance(charges, dict):
             for key, value in charges.items():
                 if not isinstance(key, str) or not (
-                        isinstance(value, numbers.Real) and math.isfinite(value)):
+                    isinstance(value, numbers.Real) and math.isfinite(value)
+                ):
                     raise InvalidParameterError(
                         f"{owner}: 'charges' as a dict must map chemical symbols to finite "
-                        f"numbers (e.g. {{'Na': 1.0, 'Cl': -1.0}}); got {key!r}: {value!r}.")
+                        f"numbers (e.g. {{'Na': 1.0, 'Cl': -1.0}}); got {key!r}: {value!r}."
+                    )
         else:
             arr = np.asarray(charges)
-            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number) or not np.all(
-                    np.isfinite(arr)):
+            if (
+                arr.ndim != 1
+                or not np.issubdtype(arr.dtype, np.number)
+                or not np.all(np.isfinite(arr))
+            ):
                 raise InvalidParameterError(
                     f"{owner}: 'charges' must be None, a dict of charges per chemical symbol, "
-                    f"or a 1-D array of finite charges per atom; got {charges!r}.")
+                    f"or a 1-D array of finite charges per atom; got {charges!r}."
+                )
     if "accuracy" in params:
         acc = params["accuracy"]
         if not (_is_positive_number(acc) and MIN_ACCURACY <= acc < 1.0):
             raise InvalidParameterError(
                 f"{owner}: 'accuracy' must be a number in (0, 1), the RMS force error relative "
                 f"to two unit charges 1 Å apart (1e-5 means 1.44e-4 eV/Å), and at least "
-                f"{MIN_ACCURACY:g} (what double precision resolves); got {acc!r}.")
+                f"{MIN_ACCURACY:g} (what double precision resolves); got {acc!r}."
+            )
     for name in ("alpha", "cutoff", "kcutoff"):
         value = params.get(name)
         if value is not None and not _is_positive_number(value):
             raise InvalidParameterError(
                 f"{owner}: '{name}' must be None (chosen from 'accuracy') or a positive "
-                f"finite number; got {value!r}.")
+                f"finite number; got {value!r}."
+            )
     if params.get("order") is not None:
         order = params["order"]
-        if isinstance(order, bool) or not (isinstance(order, numbers.Integral)
-                                           and int(order) in PME_ERROR_TABLE):
+        if isinstance(order, bool) or not (
+            isinstance(order, numbers.Integral) and int(order) in PME_ERROR_TABLE
+        ):
             raise InvalidParameterError(
                 f"{owner}: 'order' must be None (chosen from 'accuracy') or an integer "
-                f"B-spline order in 4..8; got {order!r}.")
+                f"B-spline order in 4..8; got {order!r}."
+            )
     mesh = params.get("mesh")
     if mesh is not None:
-        ok = (np.ndim(mesh) == 1 and len(mesh) == 3
-              and all(isinstance(k, numbers.Integral) and not isinstance(k, bool)
-                      for k in mesh))
+        ok = (
+            np.ndim(mesh) == 1
+            and len(mesh) == 3
+            and all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in mesh)
+        )
         order = params.get("order")
         order = 6 if order is None else order
         if not ok or min(int(k) for k in mesh) < int(order):
             raise InvalidParameterError(
                 f"{owner}: 'mesh' must be None or three integers, each ≥ the spline order "
-                f"{order}; got {mesh!r}.")
+                f"{order}; got {mesh!r}."
+            )
     workers = params.get("workers")
     if workers is not None and not (isinstance(workers, numbers.Integral) and workers >= 1):
         raise InvalidParameterError(
-            f"{owner}: 'workers' must be None (all CPUs) or an integer ≥ 1; got {workers!r}.")
+            f"{owner}: 'workers' must be None (all CPUs) or an integer ≥ 1; got {workers!r}."
+        )
     if "device" in params:
         device = params["device"]
         if not (isinstance(device, str) and device in DEVICES):
             raise InvalidParameterError(
                 f"{owner}: 'device' must be one of {', '.join(map(repr, DEVICES))} (\"auto\" "
-                f"picks the GPU when CuPy sees one); got {device!r}.")
+                f"picks the GPU when CuPy sees one); got {device!r}."
+            )
 
 
 def _charges_array(owner, charges, atoms):
@@ -150,7 +175,8 @@ def _charges_array(owner, charges, atoms):
                 f"{owner}: the structure has no charges: the calculator was built without "
                 "'charges' and the atoms carry no initial charges. Give them per species, "
                 f"{owner}(charges={example}) in e, or per atom with "
-                "atoms.set_initial_charges([...]) (explicit zeros mean no Coulomb energy).")
+                "atoms.set_initial_charges([...]) (explicit zeros mean no Coulomb energy)."
+            )
         q = np.array(atoms.get_initial_charges(), dtype=float)
     elif isinstance(charges, dict):
         symbols = atoms.get_chemical_symbols()
@@ -158,14 +184,16 @@ def _charges_array(owner, charges, atoms):
         if missing:
             raise CalculatorSetupError(
                 f"{owner}: no charge given for species {missing}; 'charges' has "
-                f"{sorted(charges)}. Add them to the dict.")
+                f"{sorted(charges)}. Add them to the dict."
+            )
         q = np.array([charges[s] for s in symbols], dtype=float)
     else:
         q = np.array(charges, dtype=float)
         if q.shape != (n,):
             raise InvalidParameterError(
                 f"{owner}: 'charges' per atom must have shape ({n},) for these atoms; "
-                f"got shape {q.shape}.")
+                f"got shape {q.shape}."
+            )
     if not np.all(np.isfinite(q)):
         raise InvalidStructureError(f"{owner}: the charges contain NaN or infinite values.")
     return q
@@ -177,31 +205,35 @@ def _validate_structure(owner, atoms, periodic):
     bad = np.flatnonzero(~np.all(np.isfinite(pos), axis=1))
     if len(bad):
         raise InvalidStructureError(
-            f"{owner}: atoms.positions contain NaN or infinite values (atoms "
-            f"{bad[:5].tolist()}).")
+            f"{owner}: atoms.positions contain NaN or infinite values (atoms {bad[:5].tolist()})."
+        )
     pbc = [bool(p) for p in atoms.pbc]
     if not periodic:
         if any(pbc):
             raise InvalidStructureError(
                 f"{owner}: is a plain pair sum for non-periodic systems, but pbc={pbc}. "
-                "Use Ewald or PME for periodic cells, or set atoms.pbc = False.")
+                "Use Ewald or PME for periodic cells, or set atoms.pbc = False."
+            )
         return 0.0
     if not all(pbc):
         raise InvalidStructureError(
             f"{owner}: needs a cell periodic in all three directions (pbc all True); got "
-            f"pbc={pbc}. Use Coulomb for molecules and other non-periodic systems.")
+            f"pbc={pbc}. Use Coulomb for molecules and other non-periodic systems."
+        )
     cell = atoms.cell.array
     if not np.all(np.isfinite(cell)):
         raise InvalidStructureError(
             f"{owner}: atoms.cell contains NaN or infinite values ({cell.tolist()}); give "
-            "three finite lattice vectors in Å.")
+            "three finite lattice vectors in Å."
+        )
     volume = abs(float(np.linalg.det(cell)))
     scale = float(np.prod(np.linalg.norm(cell, axis=1)))
     if volume <= 1e-10 * max(scale, 1e-300) or volume == 0.0:
         raise InvalidStructureError(
             f"{owner}: the cell has zero volume ({volume:.3g} Å³); an Ewald sum needs three "
             "linearly independent lattice vectors. Use Coulomb for molecules and other "
-            "non-periodic systems.")
+            "non-periodic systems."
+        )
     return volume
 
 
@@ -211,7 +243,9 @@ def _warn_if_charged(owner, charges):
         warnings.warn(
             f"{owner}: the cell carries a net charge Q = {total:.6g} e; a uniform "
             "neutralising background is added (energy -π Q² / (2 V α²) · k_e).",
-            NonNeutralWarning, stacklevel=4)
+            NonNeutralWarning,
+            stacklevel=4,
+        )
 
 
 def _voigt_stress(virial, volume):
@@ -239,8 +273,9 @@ class _FixedChargeCalculator(Calculator):
     _periodic = True
 
     def __init__(self, **params):
-        _validate_parameters(type(self).__name__, params, _parameter_names(type(self)),
-                             _ASE_ARGUMENTS)
+        _validate_parameters(
+            type(self).__name__, params, _parameter_names(type(self)), _ASE_ARGUMENTS
+        )
         super().__init__(**params)
 
     def todict(self):
@@ -300,8 +335,12 @@ class _FixedChargeCalculator(Calculator):
             cell, positions = self._reduced_lattice(atoms)
         if not float(np.dot(charges, charges)) > 0.0:  # no charge: nothing to compute
             self.tuned_ = None
-            self._store(np.zeros(len(atoms)), np.zeros((len(atoms), 3)),
-                        np.zeros(6) if self._periodic else None, volume)
+            self._store(
+                np.zeros(len(atoms)),
+                np.zeros((len(atoms), 3)),
+                np.zeros(6) if self._periodic else None,
+                volume,
+            )
             return
         if self._periodic:
             _warn_if_charged(owner, charges)
@@ -313,14 +352,19 @@ class _FixedChargeCalculator(Calculator):
         if not (math.isfinite(energy) and np.all(np.isfinite(forces))):
             raise InvalidStructureError(
                 f"{owner}: the energy is not finite; two atoms probably sit on the same "
-                "position (or on periodic images of each other).")
+                "position (or on periodic images of each other)."
+            )
         self._store(energies, forces, virial, volume)
 
     def _store(self, energies, forces, virial, volume):
         """Fill ``self.results`` from per-atom energies and forces (eV) and the virial."""
         energy = float(energies.sum())
-        self.results = {"energy": energy, "free_energy": energy, "energies": energies,
-                        "forces": forces}
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": energies,
+            "forces": forces,
+        }
         if virial is not None:
             self.results["stress"] = _voigt_stress(virial, volume)
 
@@ -336,8 +380,11 @@ class _FixedChargeCalculator(Calculator):
         cached = getattr(self, "_reduction", None)
         if cached is None or cached[0] != key:
             reduced, op = reduce_cell(cell)
-            cached = (key, np.array(reduced, dtype=float),
-                      not np.array_equal(op, np.eye(3, dtype=int)))
+            cached = (
+                key,
+                np.array(reduced, dtype=float),
+                not np.array_equal(op, np.eye(3, dtype=int)),
+            )
             self._reduction = cached
         _, reduced, changed = cached
         self.cell_ = reduced.copy()
@@ -355,8 +402,7 @@ class _FixedChargeCalculator(Calculator):
         self.device_ = cached[1].device
         return cached[1]
 
-    def _compute(self, positions, cell, charges, volume,
-                 backend):  # pragma: no cover - abstract
+    def _compute(self, positions, cell, charges, volume, backend):  # pragma: no cover - abstract
         raise NotImplementedError
 
 
@@ -445,15 +491,38 @@ class Ewald(_FixedChargeCalculator):
     -4.4618
     """
 
-    def __init__(self, charges=None, *, accuracy=1e-5, alpha=None, cutoff=None, kcutoff=None,
-                 device="cpu", **kwargs):
-        super().__init__(charges=charges, accuracy=accuracy, alpha=alpha, cutoff=cutoff,
-                         kcutoff=kcutoff, device=device, **kwargs)
+    def __init__(
+        self,
+        charges=None,
+        *,
+        accuracy=1e-5,
+        alpha=None,
+        cutoff=None,
+        kcutoff=None,
+        device="cpu",
+        **kwargs,
+    ):
+        super().__init__(
+            charges=charges,
+            accuracy=accuracy,
+            alpha=alpha,
+            cutoff=cutoff,
+            kcutoff=kcutoff,
+            device=device,
+            **kwargs,
+        )
 
     def _compute(self, positions, cell, charges, volume, backend):
         p = self.parameters
-        tuned = _tune_ewald(type(self).__name__, cell, charges, p["accuracy"],
-                            alpha=p["alpha"], cutoff=p["cutoff"], kcutoff=p["kcutoff"])
+        tuned = _tune_ewald(
+            type(self).__name__,
+            cell,
+            charges,
+            p["accuracy"],
+            alpha=p["alpha"],
+            cutoff=p["cutoff"],
+            kcutoff=p["kcutoff"],
+        )
         self.tuned_ = tuned
         # the reciprocal sum first: on a GPU it can run while the CPU does real space
         xpos, q = _to_backend(backend, positions, charges)
@@ -545,20 +614,49 @@ class PME(_FixedChargeCalculator):
     -4.4618
     """
 
-    def __init__(self, charges=None, *, accuracy=1e-5, order=None, alpha=None, cutoff=None,
-                 mesh=None, workers=None, device="cpu", **kwargs):
-        super().__init__(charges=charges, accuracy=accuracy, order=order, alpha=alpha,
-                         cutoff=cutoff, mesh=mesh, workers=workers, device=device, **kwargs)
+    def __init__(
+        self,
+        charges=None,
+        *,
+        accuracy=1e-5,
+        order=None,
+        alpha=None,
+        cutoff=None,
+        mesh=None,
+        workers=None,
+        device="cpu",
+        **kwargs,
+    ):
+        super().__init__(
+            charges=charges,
+            accuracy=accuracy,
+            order=order,
+            alpha=alpha,
+            cutoff=cutoff,
+            mesh=mesh,
+            workers=workers,
+            device=device,
+            **kwargs,
+        )
 
     def _compute(self, positions, cell, charges, volume, backend):
         p = self.parameters
-        tuned = _tune_pme(type(self).__name__, cell, charges, p["accuracy"], order=p["order"],
-                          alpha=p["alpha"], cutoff=p["cutoff"], mesh=p["mesh"])
+        tuned = _tune_pme(
+            type(self).__name__,
+            cell,
+            charges,
+            p["accuracy"],
+            order=p["order"],
+            alpha=p["alpha"],
+            cutoff=p["cutoff"],
+            mesh=p["mesh"],
+        )
         self.tuned_ = tuned
         # the mesh part first: on a GPU it can run while the CPU does real space
         xpos, q = _to_backend(backend, positions, charges)
-        reciprocal = pme_reciprocal(xpos, cell, q, tuned.alpha, tuned.mesh, tuned.order,
-                                    workers=p["workers"])
+        reciprocal = pme_reciprocal(
+            xpos, cell, q, tuned.alpha, tuned.mesh, tuned.order, workers=p["workers"]
+        )
         e_r, f_r, v_r = real_space_sum(positions, cell, charges, tuned.alpha, tuned.cutoff)
         e_k, f_k, v_k = _to_host(reciprocal)
         return _assemble(charges, volume, tuned.alpha, e_r + e_k, f_r + f_k, v_r + v_k)
@@ -660,13 +758,17 @@ def calculator_from_dict(d):
     if not isinstance(name, str) or name not in _CLASSES:
         got = name if isinstance(d, dict) else type(d).__name__
         raise InvalidParameterError(
-            f"calculator_from_dict: 'class' must be one of {sorted(_CLASSES)}; got {got!r}.")
+            f"calculator_from_dict: 'class' must be one of {sorted(_CLASSES)}; got {got!r}."
+        )
     cls = _CLASSES[name]
     allowed = _parameter_names(cls)
     unknown = [k for k in d if k != "class" and k not in allowed]
     if unknown:
-        raise InvalidParameterError(_unknown_keys_message(
-            f"calculator_from_dict ({name})", unknown, ["class", *allowed], "key"))
+        raise InvalidParameterError(
+            _unknown_keys_message(
+                f"calculator_from_dict ({name})", unknown, ["class", *allowed], "key"
+            )
+        )
     params = {k: v for k, v in d.items() if k != "class"}
     if isinstance(params.get("mesh"), list):
         params["mesh"] = tuple(params["mesh"])

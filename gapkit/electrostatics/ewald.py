@@ -61,8 +61,11 @@ def reciprocal_vectors(cell, kcutoff):
     nmax = np.floor(kcutoff * np.linalg.norm(cell, axis=1)).astype(int)
     ranges = [np.arange(-k, k + 1) for k in nmax]
     n = np.stack(np.meshgrid(*ranges, indexing="ij"), axis=-1).reshape(-1, 3)
-    half = (n[:, 0] > 0) | ((n[:, 0] == 0) & (n[:, 1] > 0)) | (
-        (n[:, 0] == 0) & (n[:, 1] == 0) & (n[:, 2] > 0))
+    half = (
+        (n[:, 0] > 0)
+        | ((n[:, 0] == 0) & (n[:, 1] > 0))
+        | ((n[:, 0] == 0) & (n[:, 1] == 0) & (n[:, 2] > 0))
+    )
     m = n[half] @ recip
     keep = np.einsum("ij,ij->i", m, m) <= kcutoff**2
     return m[keep]
@@ -131,11 +134,11 @@ def ewald_reciprocal(positions, cell, charges, alpha, kcutoff):
         energy = energy + xp.sum(e_m)
         pot = pot + 2.0 * (cos @ (c * s_re) + sin @ (c * s_im))
         forces = forces + (4.0 * math.pi) * (
-            (sin @ (c[:, None] * s_re[:, None] * m)) - (cos @ (c[:, None] * s_im[:, None] * m)))
+            (sin @ (c[:, None] * s_re[:, None] * m)) - (cos @ (c[:, None] * s_im[:, None] * m))
+        )
         s = e_m * svir[lo:hi]
         for k, (a, b) in enumerate(_VOIGT):
             vir[k] = vir[k] + s @ (m[:, a] * m[:, b])
-    virial = xp.stack([vir[0] - energy, vir[1] - energy, vir[2] - energy, vir[3], vir[4],
-                       vir[5]])
+    virial = xp.stack([vir[0] - energy, vir[1] - energy, vir[2] - energy, vir[3], vir[4], vir[5]])
     forces = forces * charges[:, None]
     return 0.5 * charges * pot, forces, virial

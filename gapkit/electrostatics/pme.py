@@ -113,8 +113,9 @@ def _spread(q, idx, wts, order, mesh, nchunks):  # pragma: no cover
 
 
 @nb.njit(parallel=True, cache=True)
-def _influence(fq, recip, alpha, volume, bsq0, bsq1, bsq2, mesh_last,
-               want_virial):  # pragma: no cover
+def _influence(
+    fq, recip, alpha, volume, bsq0, bsq1, bsq2, mesh_last, want_virial
+):  # pragma: no cover
     """Multiply Q̂ in place by G(m); return the energy and the strain derivative."""
     k0, k1, k2h = fq.shape
     pi2a2 = math.pi * math.pi / (alpha * alpha)
@@ -203,8 +204,9 @@ def _gather(phi, q, idx, wts, der, order, scale):  # pragma: no cover
     return pot, forces
 
 
-def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None,
-                   compute_virial=True):
+def pme_reciprocal(
+    positions, cell, charges, alpha, mesh, order, *, workers=None, compute_virial=True
+):
     """Reciprocal-space Ewald energies, forces and strain derivative by SPME.
 
     Written against the array API: ``positions`` and ``charges`` may be NumPy,
@@ -245,8 +247,7 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
     """
     xp = array_namespace(positions, charges)
     if not is_numpy(xp):
-        return _pme_reciprocal_xp(xp, positions, cell, charges, alpha, mesh, order,
-                                  compute_virial)
+        return _pme_reciprocal_xp(xp, positions, cell, charges, alpha, mesh, order, compute_virial)
     cell = host(cell)
     charges = np.ascontiguousarray(charges, dtype=float)
     mesh = np.asarray(mesh, dtype=np.int64)
@@ -263,9 +264,17 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
     grid = fork_safe(_spread)(charges, idx, wts, order, mesh, nchunks)
     fq = scipy.fft.rfftn(grid, workers=workers)
     bsq = [bspline_moduli(int(k), order) for k in mesh]
-    energy, virial = fork_safe(_influence)(fq, recip, float(alpha), volume, bsq[0], bsq[1],
-                                bsq[2][: fq.shape[2]].copy(), int(mesh[2]),
-                                bool(compute_virial))
+    energy, virial = fork_safe(_influence)(
+        fq,
+        recip,
+        float(alpha),
+        volume,
+        bsq[0],
+        bsq[1],
+        bsq[2][: fq.shape[2]].copy(),
+        int(mesh[2]),
+        bool(compute_virial),
+    )
     phi = scipy.fft.irfftn(fq, s=tuple(int(k) for k in mesh), workers=workers)
     phi *= float(np.prod(mesh))
     scale = np.ascontiguousarray(recip * mesh[:, None])
@@ -278,8 +287,9 @@ def pme_reciprocal(positions, cell, charges, alpha, mesh, order, *, workers=None
 # ------------------------------------------------------------ any array namespace
 
 
-def _spline_tables_xp(xp: Any, frac: Any, mesh: tuple[int, int, int],
-                      order: int) -> tuple[list, list, list]:
+def _spline_tables_xp(
+    xp: Any, frac: Any, mesh: tuple[int, int, int], order: int
+) -> tuple[list, list, list]:
     """Grid indices, weights and derivatives: three lists of 3 arrays of shape (n, order).
 
     The array-API counterpart of :func:`_spline_tables` (same formulas); item a
@@ -298,8 +308,16 @@ def _spline_tables_xp(xp: Any, frac: Any, mesh: tuple[int, int, int],
     return tables_idx, tables_w, tables_d
 
 
-def _influence_xp(xp: Any, fq: Any, recip: np.ndarray, alpha: float, volume: float,
-                  mesh: tuple[int, int, int], order: int, want_virial: bool) -> tuple[Any, Any]:
+def _influence_xp(
+    xp: Any,
+    fq: Any,
+    recip: np.ndarray,
+    alpha: float,
+    volume: float,
+    mesh: tuple[int, int, int],
+    order: int,
+    want_virial: bool,
+) -> tuple[Any, Any]:
     """Array-API counterpart of :func:`_influence`: returns ``G·Q̂`` and the strain derivative.
 
     Everything that depends on one mesh axis only (the integer frequencies
@@ -340,16 +358,31 @@ def _influence_xp(xp: Any, fq: Any, recip: np.ndarray, alpha: float, volume: flo
         em = half_weight[None, None, :] * g * (xp.real(fq) ** 2 + xp.imag(fq) ** 2)
         energy = xp.sum(em)
         s = 2.0 * em * (1.0 + pi2a2 * msq) / safe
-        virial = xp.stack([xp.sum(s * mx * mx) - energy, xp.sum(s * my * my) - energy,
-                           xp.sum(s * mz * mz) - energy, xp.sum(s * my * mz),
-                           xp.sum(s * mx * mz), xp.sum(s * mx * my)])
+        virial = xp.stack(
+            [
+                xp.sum(s * mx * mx) - energy,
+                xp.sum(s * my * my) - energy,
+                xp.sum(s * mz * mz) - energy,
+                xp.sum(s * my * mz),
+                xp.sum(s * mx * mz),
+                xp.sum(s * mx * my),
+            ]
+        )
     else:
         virial = xp.zeros(6, dtype=xp.float64, device=dev)
     return fq * g, virial
 
 
-def _pme_reciprocal_xp(xp: Any, positions: Any, cell: Any, charges: Any, alpha: float,
-                       mesh: Sequence[int], order: int, compute_virial: bool) -> tuple:
+def _pme_reciprocal_xp(
+    xp: Any,
+    positions: Any,
+    cell: Any,
+    charges: Any,
+    alpha: float,
+    mesh: Sequence[int],
+    order: int,
+    compute_virial: bool,
+) -> tuple:
     """:func:`pme_reciprocal` for a namespace other than NumPy."""
     positions = xp.asarray(positions, dtype=xp.float64)
     charges = xp.asarray(charges, dtype=xp.float64)
@@ -359,9 +392,11 @@ def _pme_reciprocal_xp(xp: Any, positions: Any, cell: Any, charges: Any, alpha: 
     dev = device_of(charges)
     n = charges.shape[0]
     if n == 0:
-        return (xp.zeros(0, dtype=xp.float64, device=dev),
-                xp.zeros((0, 3), dtype=xp.float64, device=dev),
-                xp.zeros(6, dtype=xp.float64, device=dev))
+        return (
+            xp.zeros(0, dtype=xp.float64, device=dev),
+            xp.zeros((0, 3), dtype=xp.float64, device=dev),
+            xp.zeros(6, dtype=xp.float64, device=dev),
+        )
     volume = float(abs(np.linalg.det(cell)))  # Python floats: NumPy scalars would
     recip = np.linalg.inv(cell).T  # turn other namespaces' arrays into NumPy arrays
     frac, _ = wrap_positions(positions, cell)
@@ -373,13 +408,18 @@ def _pme_reciprocal_xp(xp: Any, positions: Any, cell: Any, charges: Any, alpha: 
         grid = _cuda.spread(charges, tables[0], tables[1], mesh)
     else:
         flat = xp.reshape(_flat_indices(xp, idx, mesh), (-1,))
-        values = (charges[:, None, None, None] * wts[0][:, :, None, None]
-                  * wts[1][:, None, :, None] * wts[2][:, None, None, :])
+        values = (
+            charges[:, None, None, None]
+            * wts[0][:, :, None, None]
+            * wts[1][:, None, :, None]
+            * wts[2][:, None, None, :]
+        )
         grid = index_add(xp, flat, xp.reshape(values, (-1,)), math.prod(mesh))
         grid = xp.reshape(grid, mesh)
     fq = xp.fft.rfftn(grid, axes=(0, 1, 2))
-    fq, virial = _influence_xp(xp, fq, recip, float(alpha), volume, mesh, order,
-                               bool(compute_virial))
+    fq, virial = _influence_xp(
+        xp, fq, recip, float(alpha), volume, mesh, order, bool(compute_virial)
+    )
     phi = xp.fft.irfftn(fq, s=mesh, axes=(0, 1, 2)) * float(math.prod(mesh))
     if is_cupy(xp):
         pot, grad = _cuda.gather(phi, *tables, mesh)
@@ -407,5 +447,6 @@ def _flat_indices(xp: Any, idx: list, mesh: tuple[int, int, int]) -> Any:
     ``idx`` holds the three per-axis index arrays of shape (n, p).
     """
     k1, k2 = mesh[1], mesh[2]
-    return ((idx[0][:, :, None, None] * k1 + idx[1][:, None, :, None]) * k2
-            + idx[2][:, None, None, :])
+    return (idx[0][:, :, None, None] * k1 + idx[1][:, None, :, None]) * k2 + idx[2][
+        :, None, None, :
+    ]

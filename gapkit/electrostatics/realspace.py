@@ -133,8 +133,12 @@ def _erfcx_lookup(x, table):  # pragma: no cover
     d1 = table[k + 1, 1] * h
     s2 = s * s
     s3 = s2 * s
-    return ((2.0 * s3 - 3.0 * s2 + 1.0) * y0 + (s3 - 2.0 * s2 + s) * d0
-            + (-2.0 * s3 + 3.0 * s2) * y1 + (s3 - s2) * d1)
+    return (
+        (2.0 * s3 - 3.0 * s2 + 1.0) * y0
+        + (s3 - 2.0 * s2 + s) * d0
+        + (-2.0 * s3 + 3.0 * s2) * y1
+        + (s3 - s2) * d1
+    )
 
 
 def _half_stencil(nbins, srange):
@@ -145,8 +149,11 @@ def _half_stencil(nbins, srange):
     """
     grids = np.meshgrid(*(np.arange(-s, s + 1) for s in srange), indexing="ij")
     offsets = np.stack([g.ravel() for g in grids], axis=1)
-    positive = (offsets[:, 0] > 0) | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0)) | (
-        (offsets[:, 0] == 0) & (offsets[:, 1] == 0) & (offsets[:, 2] > 0))
+    positive = (
+        (offsets[:, 0] > 0)
+        | ((offsets[:, 0] == 0) & (offsets[:, 1] > 0))
+        | ((offsets[:, 0] == 0) & (offsets[:, 1] == 0) & (offsets[:, 2] > 0))
+    )
     offsets = np.ascontiguousarray(offsets[positive])
     width = int(np.max(nbins + 2 * srange))
     wrap = np.zeros((3, width), dtype=np.int64)
@@ -159,8 +166,9 @@ def _half_stencil(nbins, srange):
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy", fastmath=True)
-def _real_space_kernel(xs, qs, start, nbins, srange, offsets, wrap, image, cell, alpha,
-                       cutoff, table, nthreads):  # pragma: no cover
+def _real_space_kernel(
+    xs, qs, start, nbins, srange, offsets, wrap, image, cell, alpha, cutoff, table, nthreads
+):  # pragma: no cover
     """Loop over pairs of bins (self bin with j > i, then the half stencil)."""
     n = xs.shape[0]
     energies = np.zeros((nthreads, n))
@@ -299,8 +307,19 @@ def real_space_sum(positions, cell, charges, alpha, cutoff):
     table = _erfc_table(alpha * cutoff)
     nthreads = max(1, min(nb.get_num_threads(), n // 64))
     e_s, f_s, v_s = fork_safe(_real_space_kernel)(
-        xs, qs, start, nbins, srange, offsets, wrap, image, cell, float(alpha), float(cutoff),
-        table, nthreads,
+        xs,
+        qs,
+        start,
+        nbins,
+        srange,
+        offsets,
+        wrap,
+        image,
+        cell,
+        float(alpha),
+        float(cutoff),
+        table,
+        nthreads,
     )
     energies = np.empty(n)
     energies[order] = e_s.sum(axis=0)
@@ -364,8 +383,9 @@ def pair_sum(positions, charges):
     """
     xp = array_namespace(positions, charges)
     if not is_numpy(xp):
-        return _pair_sum_xp(xp, xp.asarray(positions, dtype=xp.float64),
-                            xp.asarray(charges, dtype=xp.float64))
+        return _pair_sum_xp(
+            xp, xp.asarray(positions, dtype=xp.float64), xp.asarray(charges, dtype=xp.float64)
+        )
     x = np.ascontiguousarray(positions, dtype=float)
     q = np.ascontiguousarray(charges, dtype=float)
     if len(q) == 0:
@@ -379,7 +399,8 @@ def _pair_sum_xp(xp: Any, x: Any, q: Any) -> tuple[Any, Any]:
     dev = device_of(q)
     if n == 0:
         return xp.zeros(0, dtype=xp.float64, device=dev), xp.zeros(
-            (0, 3), dtype=xp.float64, device=dev)
+            (0, 3), dtype=xp.float64, device=dev
+        )
     chunk = max(1, _PAIR_CHUNK_ELEMENTS // (3 * n))
     cols = xp.arange(n, device=dev)
     energies, forces = [], []

@@ -220,8 +220,14 @@ def ewald_kspace_error(kcutoff, alpha, sum_q2, n_atoms, volume):
     """
     length = volume ** (1.0 / 3.0)
     km = max(kcutoff * length, 1e-12)
-    return (2.0 * sum_q2 * alpha / length / math.sqrt(math.pi * km * n_atoms)
-            * math.exp(-((math.pi * kcutoff / alpha) ** 2)))
+    return (
+        2.0
+        * sum_q2
+        * alpha
+        / length
+        / math.sqrt(math.pi * km * n_atoms)
+        * math.exp(-((math.pi * kcutoff / alpha) ** 2))
+    )
 
 
 def pme_kspace_error(mesh, cell, alpha, order, sum_q2, n_atoms):
@@ -313,8 +319,12 @@ def _mesh_for_alpha(alpha, target, cell, order, sum_q2, n_atoms):
 
 
 def _is_positive_number(value) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0)
+    return (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def _check_accuracy(accuracy, owner):
@@ -332,34 +342,40 @@ def _check_inputs(owner, cell, charges, fixed):
         if value is not None and not _is_positive_number(value):
             raise InvalidParameterError(
                 f"{owner}: '{name}' must be None (chosen from 'accuracy') or a positive "
-                f"finite number; got {value!r}.")
+                f"finite number; got {value!r}."
+            )
     try:
         cell = np.asarray(cell, dtype=float)
         charges = np.asarray(charges, dtype=float)
     except (TypeError, ValueError) as err:
         raise InvalidParameterError(
             f"{owner}: 'cell' must be a (3, 3) array of lattice vectors in Å and 'charges' "
-            f"a 1-D array of charges in e; {err}") from err
+            f"a 1-D array of charges in e; {err}"
+        ) from err
     if cell.shape != (3, 3) or not np.all(np.isfinite(cell)):
         raise InvalidStructureError(
             f"{owner}: 'cell' must be a (3, 3) array of finite lattice vectors (rows, Å); "
-            f"got shape {cell.shape}" + ("" if cell.shape != (3, 3) else " with NaN or "
-                                         "infinite values") + ".")
+            f"got shape {cell.shape}"
+            + ("" if cell.shape != (3, 3) else " with NaN or infinite values")
+            + "."
+        )
     volume = abs(float(np.linalg.det(cell)))
     if volume <= 1e-10 * float(np.prod(np.linalg.norm(cell, axis=1))) or volume == 0.0:
         raise InvalidStructureError(
             f"{owner}: the cell has zero volume ({volume:.3g} Å³); an Ewald sum needs three "
-            "linearly independent lattice vectors.")
+            "linearly independent lattice vectors."
+        )
     if charges.ndim != 1 or not np.all(np.isfinite(charges)):
         raise InvalidParameterError(
             f"{owner}: 'charges' must be a 1-D array of finite charges in e; got shape "
-            f"{charges.shape}" + ("" if charges.ndim != 1 else " with NaN or infinite "
-                                  "values") + ".")
+            f"{charges.shape}" + ("" if charges.ndim != 1 else " with NaN or infinite values") + "."
+        )
     if not float(np.dot(charges, charges)) > 0.0:
         raise InvalidParameterError(
             f"{owner}: the charges are all zero (or so small that Σq² underflows); the "
             "Coulomb energy is 0 and there is nothing to tune. The calculators return "
-            "zeros for such systems without tuning.")
+            "zeros for such systems without tuning."
+        )
     return cell, charges
 
 
@@ -379,18 +395,21 @@ def _check_real_space_images(owner, cell, cutoff):
             f"{owner}: the real-space cut-off {cutoff:.4g} Å reaches {cells:.3g} periodic "
             f"images of this cell (lattice plane spacings "
             f"{', '.join(f'{d:.3g}' for d in spacing)} Å), more than {_MAX_IMAGE_CELLS:.0e}; "
-            "give a smaller 'cutoff' or a larger 'alpha' (or leave both to the tuner).")
+            "give a smaller 'cutoff' or a larger 'alpha' (or leave both to the tuner)."
+        )
 
 
 def _check_wave_vectors(owner, cell, kcutoff):
     """Refuse a k-space cut-off whose box of integer wave vectors would not fit in memory."""
-    box = float(np.prod(2.0 * np.floor(np.minimum(kcutoff * np.linalg.norm(cell, axis=1),
-                                                  1e100)) + 1.0))
+    box = float(
+        np.prod(2.0 * np.floor(np.minimum(kcutoff * np.linalg.norm(cell, axis=1), 1e100)) + 1.0)
+    )
     if box > _MAX_WAVE_VECTORS:
         raise InvalidParameterError(
             f"{owner}: the wave-vector cut-off {kcutoff:.4g} Å⁻¹ spans {box:.3g} integer wave "
             f"vectors of this cell, more than {_MAX_WAVE_VECTORS:.0e}; give a smaller "
-            "'kcutoff' or a smaller 'alpha', or use PME for large cells.")
+            "'kcutoff' or a smaller 'alpha', or use PME for large cells."
+        )
 
 
 def _check_mesh_size(owner, mesh, alpha, accuracy):
@@ -400,7 +419,8 @@ def _check_mesh_size(owner, mesh, alpha, accuracy):
             f"{owner}: accuracy={accuracy:g} with alpha={alpha:.4g} Å⁻¹ needs a mesh of "
             f"{' × '.join(str(k) for k in mesh)} = {points:.3g} points, more than "
             f"{_MAX_MESH_POINTS:.3g}; ask for a coarser 'accuracy', a smaller 'alpha' (or a "
-            "larger 'cutoff'), or set 'mesh' yourself.")
+            "larger 'cutoff'), or set 'mesh' yourself."
+        )
 
 
 def tune_ewald(cell, charges, accuracy=1e-5, *, alpha=None, cutoff=None, kcutoff=None):
@@ -439,15 +459,17 @@ def tune_ewald(cell, charges, accuracy=1e-5, *, alpha=None, cutoff=None, kcutoff
     N and V; the memory checks use the Minkowski-reduced cell, as the sums do.
     """
     _check_accuracy(accuracy, "tune_ewald")
-    return _tune_ewald("tune_ewald", cell, charges, accuracy, alpha=alpha, cutoff=cutoff,
-                       kcutoff=kcutoff)
+    return _tune_ewald(
+        "tune_ewald", cell, charges, accuracy, alpha=alpha, cutoff=cutoff, kcutoff=kcutoff
+    )
 
 
 def _tune_ewald(owner, cell, charges, accuracy, *, alpha, cutoff, kcutoff):
     """:func:`tune_ewald` with error messages in the name of ``owner``."""
     _check_accuracy(accuracy, owner)
-    cell, charges = _check_inputs(owner, cell, charges,
-                                  {"alpha": alpha, "cutoff": cutoff, "kcutoff": kcutoff})
+    cell, charges = _check_inputs(
+        owner, cell, charges, {"alpha": alpha, "cutoff": cutoff, "kcutoff": kcutoff}
+    )
     cell = reduce_cell(cell)[0]
     n_atoms, sum_q2, volume = _system_sizes(cell, charges)
     target = SAFETY * float(accuracy) / math.sqrt(2.0)
@@ -472,10 +494,13 @@ def _tune_ewald(owner, cell, charges, accuracy, *, alpha, cutoff, kcutoff):
         kcutoff = _kcutoff_for_alpha(alpha, target, sum_q2, n_atoms, volume)
     _check_real_space_images(owner, cell, float(cutoff))
     _check_wave_vectors(owner, cell, float(kcutoff))
-    error = math.hypot(real_space_error(cutoff, alpha, sum_q2, n_atoms, volume),
-                       ewald_kspace_error(kcutoff, alpha, sum_q2, n_atoms, volume))
-    return EwaldParameters(alpha=alpha, cutoff=float(cutoff), kcutoff=float(kcutoff),
-                           estimated_error=error)
+    error = math.hypot(
+        real_space_error(cutoff, alpha, sum_q2, n_atoms, volume),
+        ewald_kspace_error(kcutoff, alpha, sum_q2, n_atoms, volume),
+    )
+    return EwaldParameters(
+        alpha=alpha, cutoff=float(cutoff), kcutoff=float(kcutoff), estimated_error=error
+    )
 
 
 def _pme_cost(cutoff, mesh, order, n_atoms, volume):
@@ -483,12 +508,15 @@ def _pme_cost(cutoff, mesh, order, n_atoms, volume):
     density = n_atoms / volume
     pairs = n_atoms * density * (2.0 * math.pi / 3.0) * cutoff**3
     points = float(np.prod(mesh))
-    return (_COST_PAIR * pairs + _COST_FFT * points * math.log2(max(points, 2.0))
-            + _COST_SPLINE * n_atoms * order**3 + _COST_ATOM * n_atoms)
+    return (
+        _COST_PAIR * pairs
+        + _COST_FFT * points * math.log2(max(points, 2.0))
+        + _COST_SPLINE * n_atoms * order**3
+        + _COST_ATOM * n_atoms
+    )
 
 
-def tune_pme(cell, charges, accuracy=1e-5, *, order=None, alpha=None, cutoff=None,
-             mesh=None):
+def tune_pme(cell, charges, accuracy=1e-5, *, order=None, alpha=None, cutoff=None, mesh=None):
     """Choose α, the real-space cut-off, the mesh and the spline order of a smooth PME sum.
 
     Parameters
@@ -538,25 +566,34 @@ def tune_pme(cell, charges, accuracy=1e-5, *, order=None, alpha=None, cutoff=Non
     to the cheapest one; with any of them fixed and ``order=None``, p = 6.
     """
     _check_accuracy(accuracy, "tune_pme")
-    return _tune_pme("tune_pme", cell, charges, accuracy, order=order, alpha=alpha,
-                     cutoff=cutoff, mesh=mesh)
+    return _tune_pme(
+        "tune_pme", cell, charges, accuracy, order=order, alpha=alpha, cutoff=cutoff, mesh=mesh
+    )
 
 
 def _tune_pme(owner, cell, charges, accuracy, *, order, alpha, cutoff, mesh):
     """:func:`tune_pme` with error messages in the name of ``owner``."""
     _check_accuracy(accuracy, owner)
-    if order is not None and (isinstance(order, bool) or not isinstance(order, numbers.Integral)
-                              or int(order) not in PME_ERROR_TABLE):
+    if order is not None and (
+        isinstance(order, bool)
+        or not isinstance(order, numbers.Integral)
+        or int(order) not in PME_ERROR_TABLE
+    ):
         raise InvalidParameterError(
-            f"{owner}: 'order' must be None or an integer in 4..8; got {order!r}.")
+            f"{owner}: 'order' must be None or an integer in 4..8; got {order!r}."
+        )
     if mesh is not None:
         p = 6 if order is None else int(order)
-        if not (np.ndim(mesh) == 1 and len(mesh) == 3
-                and all(isinstance(k, numbers.Integral) and not isinstance(k, bool)
-                        for k in mesh) and min(int(k) for k in mesh) >= p):
+        if not (
+            np.ndim(mesh) == 1
+            and len(mesh) == 3
+            and all(isinstance(k, numbers.Integral) and not isinstance(k, bool) for k in mesh)
+            and min(int(k) for k in mesh) >= p
+        ):
             raise InvalidParameterError(
                 f"{owner}: 'mesh' must be None or three integers, each ≥ the spline order "
-                f"{p}; got {mesh!r}.")
+                f"{p}; got {mesh!r}."
+            )
     cell, charges = _check_inputs(owner, cell, charges, {"alpha": alpha, "cutoff": cutoff})
     cell = reduce_cell(cell)[0]
     n_atoms, sum_q2, volume = _system_sizes(cell, charges)
@@ -567,10 +604,17 @@ def _tune_pme(owner, cell, charges, accuracy, *, order, alpha, cutoff, mesh):
         if not mesh_fixed:
             _check_mesh_size(owner, mesh_, alpha_, accuracy)
         _check_real_space_images(owner, cell, float(cutoff_))
-        err = math.hypot(real_space_error(cutoff_, alpha_, sum_q2, n_atoms, volume),
-                         pme_kspace_error(mesh_, cell, alpha_, order_, sum_q2, n_atoms))
-        return PMEParameters(alpha=float(alpha_), cutoff=float(cutoff_), mesh=mesh_,
-                             order=int(order_), estimated_error=err)
+        err = math.hypot(
+            real_space_error(cutoff_, alpha_, sum_q2, n_atoms, volume),
+            pme_kspace_error(mesh_, cell, alpha_, order_, sum_q2, n_atoms),
+        )
+        return PMEParameters(
+            alpha=float(alpha_),
+            cutoff=float(cutoff_),
+            mesh=mesh_,
+            order=int(order_),
+            estimated_error=err,
+        )
 
     if alpha is not None or cutoff is not None or mesh is not None:
         order = 6 if order is None else int(order)

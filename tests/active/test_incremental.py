@@ -21,22 +21,24 @@ RTOL = 1e-8
 def _refit(model, frames):
     """What the incremental model must equal: a fit from scratch with its sparse
     points, e0 and hyperparameters."""
-    return clone(model).set_params(e0=dict(model.e0_)).fit(
-        frames, sparse_points=(model.sparse_features_, model.sparse_numbers_))
+    return (
+        clone(model)
+        .set_params(e0=dict(model.e0_))
+        .fit(frames, sparse_points=(model.sparse_features_, model.sparse_numbers_))
+    )
 
 
 def _assert_same_model(model, ref, test_frames):
     scale = np.abs(ref.coefficients_).max()
-    np.testing.assert_allclose(model.coefficients_, ref.coefficients_, rtol=0,
-                               atol=RTOL * scale)
+    np.testing.assert_allclose(model.coefficients_, ref.coefficients_, rtol=0, atol=RTOL * scale)
     np.testing.assert_array_equal(model.sparse_numbers_, ref.sparse_numbers_)
     np.testing.assert_allclose(model.sparse_features_, ref.sparse_features_, rtol=0, atol=0)
     assert model.n_observations_ == ref.n_observations_
-    assert model.log_marginal_likelihood_ == pytest.approx(ref.log_marginal_likelihood_,
-                                                           rel=RTOL)
+    assert model.log_marginal_likelihood_ == pytest.approx(ref.log_marginal_likelihood_, rel=RTOL)
     precision, precision_ref = model.r_factor_.T @ model.r_factor_, ref.r_factor_.T @ ref.r_factor_
-    np.testing.assert_allclose(precision, precision_ref, rtol=0,
-                               atol=RTOL * np.abs(precision_ref).max())  # R: up to row signs
+    np.testing.assert_allclose(
+        precision, precision_ref, rtol=0, atol=RTOL * np.abs(precision_ref).max()
+    )  # R: up to row signs
     e, e_std = model.predict(test_frames, return_std=True)
     e_ref, e_std_ref = ref.predict(test_frames, return_std=True)
     np.testing.assert_allclose(e, e_ref, rtol=RTOL)
@@ -51,8 +53,9 @@ def _assert_same_model(model, ref, test_frames):
 
 @pytest.fixture()
 def unfitted():
-    return GAPRegressor(small_soap(), n_sparse=8, sigma_energy=0.002, sigma_force=0.05,
-                        random_state=0)
+    return GAPRegressor(
+        small_soap(), n_sparse=8, sigma_energy=0.002, sigma_force=0.05, random_state=0
+    )
 
 
 def test_wrapping_a_fitted_model_keeps_its_solution(cuau_frames, unfitted):
@@ -60,8 +63,9 @@ def test_wrapping_a_fitted_model_keeps_its_solution(cuau_frames, unfitted):
     before = model.coefficients_.copy()
     inc = IncrementalGAP(model, cuau_frames[:4])
     assert inc.model is model and inc.n_structures == 4
-    np.testing.assert_allclose(model.coefficients_, before, rtol=0,
-                               atol=1e-12 * np.abs(before).max())
+    np.testing.assert_allclose(
+        model.coefficients_, before, rtol=0, atol=1e-12 * np.abs(before).max()
+    )
     assert inc.cache_nbytes > 0
 
 
@@ -88,10 +92,16 @@ def test_add_sparse_points_equals_refit_in_species_order(cuau_frames, unfitted):
     n_cu = int(np.sum(z_old == 29))
     assert list(model.sparse_numbers_) == [29] * (n_cu + 3) + [79] * (len(z_old) - n_cu + 3)
     np.testing.assert_array_equal(model.sparse_features_[:n_cu], q_old[:n_cu])
-    np.testing.assert_array_equal(model.sparse_features_[n_cu:n_cu + 3], q_new[1::2])
+    np.testing.assert_array_equal(model.sparse_features_[n_cu : n_cu + 3], q_new[1::2])
     np.testing.assert_array_equal(model.sparse_features_[-3:], q_new[::2])
-    ref = clone(model).set_params(e0=dict(model.e0_)).fit(
-        cuau_frames[:4], sparse_points=(np.vstack([q_old, q_new]), np.concatenate([z_old, z_new])))
+    ref = (
+        clone(model)
+        .set_params(e0=dict(model.e0_))
+        .fit(
+            cuau_frames[:4],
+            sparse_points=(np.vstack([q_old, q_new]), np.concatenate([z_old, z_new])),
+        )
+    )
     _assert_same_model(model, ref, cuau_frames[10:12])
     # then more data and more points (one species only), in either order
     inc.add_structures(cuau_frames[4:6])
@@ -117,8 +127,10 @@ def test_duplicate_sparse_points_are_skipped(cuau_frames, unfitted):
 def test_failed_sparse_update_leaves_the_model_as_it_was(cuau_frames, unfitted, monkeypatch):
     inc = IncrementalGAP(unfitted, cuau_frames[:4])
     model = inc.model
-    saved = {n: np.copy(getattr(model, n)) for n in
-             ("coefficients_", "sparse_features_", "sparse_numbers_", "sparse_cholesky_")}
+    saved = {
+        n: np.copy(getattr(model, n))
+        for n in ("coefficients_", "sparse_features_", "sparse_numbers_", "sparse_cholesky_")
+    }
     forces = model.predict_forces(cuau_frames[10:11])[0]
 
     def broken(*args, **kwargs):
@@ -153,52 +165,87 @@ def test_bad_sparse_points_are_refused(cuau_frames, unfitted):
 
 def test_updated_model_saves_and_drives_a_calculator(cuau_frames, unfitted, tmp_path):
     inc = IncrementalGAP(unfitted, cuau_frames[:3])
-    inc.add_sparse_points(inc.model.descriptor_.features(cuau_frames[4])[:3],
-                          cuau_frames[4].numbers[:3])
+    inc.add_sparse_points(
+        inc.model.descriptor_.features(cuau_frames[4])[:3], cuau_frames[4].numbers[:3]
+    )
     inc.add_structures(cuau_frames[4:5])
     inc.model.save(tmp_path / "m.gap")
     loaded = load(tmp_path / "m.gap")
     test = cuau_frames[11]
-    np.testing.assert_allclose(loaded.predict_forces([test])[0],
-                               inc.model.predict_forces([test])[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict_forces([test])[0],
+        inc.model.predict_forces([test])[0],
+        rtol=1e-12,
+        atol=1e-12,
+    )
     atoms = test.copy()
     atoms.calc = inc.model.calculator(uncertainty=True)
-    np.testing.assert_allclose(atoms.get_forces(), inc.model.predict_forces([test])[0],
-                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        atoms.get_forces(), inc.model.predict_forces([test])[0], rtol=1e-12, atol=1e-12
+    )
     assert np.all(np.isfinite(atoms.calc.results["forces_std"]))
 
 
 def test_hyperparameters_reoptimised_from_the_cache(cuau_frames):
-    model = GAPRegressor(small_soap(n_max=3, l_max=2), n_sparse=6, sigma_energy=0.002,
-                         sigma_force=0.05, optimize=["sigma_force", "delta"], random_state=0)
+    model = GAPRegressor(
+        small_soap(n_max=3, l_max=2),
+        n_sparse=6,
+        sigma_energy=0.002,
+        sigma_force=0.05,
+        optimize=["sigma_force", "delta"],
+        random_state=0,
+    )
     inc = IncrementalGAP(model, cuau_frames[:3])
-    inc.add_sparse_points(model.descriptor_.features(cuau_frames[3])[:4],
-                          cuau_frames[3].numbers[:4])
+    inc.add_sparse_points(
+        model.descriptor_.features(cuau_frames[3])[:4], cuau_frames[3].numbers[:4]
+    )
     inc.add_structures(cuau_frames[3:5])
     # updates keep the hyperparameters of the first fit ...
-    ref = clone(model).set_params(
-        e0=dict(model.e0_), optimize=False, delta=model.hyperparameters_["delta"],
-        sigma_force=model.hyperparameters_["sigma_force"],
-    ).fit(cuau_frames[:5], sparse_points=(model.sparse_features_, model.sparse_numbers_))
+    ref = (
+        clone(model)
+        .set_params(
+            e0=dict(model.e0_),
+            optimize=False,
+            delta=model.hyperparameters_["delta"],
+            sigma_force=model.hyperparameters_["sigma_force"],
+        )
+        .fit(cuau_frames[:5], sparse_points=(model.sparse_features_, model.sparse_numbers_))
+    )
     _assert_same_model(model, ref, cuau_frames[10:11])
     # ... until they are optimised again, as a refit with optimize does
     inc.optimize_hyperparameters()
     ref = _refit(model, cuau_frames[:5])
     assert model.hyperparameters_["sigma_force"] == pytest.approx(
-        ref.hyperparameters_["sigma_force"], rel=1e-5)
+        ref.hyperparameters_["sigma_force"], rel=1e-5
+    )
     for s in ("Cu", "Au"):
         assert model.hyperparameters_["delta"][s] == pytest.approx(
-            ref.hyperparameters_["delta"][s], rel=1e-5)
-    np.testing.assert_allclose(model.predict_forces(cuau_frames[10:11])[0],
-                               ref.predict_forces(cuau_frames[10:11])[0], rtol=0, atol=1e-6)
+            ref.hyperparameters_["delta"][s], rel=1e-5
+        )
+    np.testing.assert_allclose(
+        model.predict_forces(cuau_frames[10:11])[0],
+        ref.predict_forces(cuau_frames[10:11])[0],
+        rtol=0,
+        atol=1e-6,
+    )
     # and later updates keep the new values
     inc.add_structures(cuau_frames[5:6])
-    fixed = clone(model).set_params(
-        e0=dict(model.e0_), optimize=False, delta=model.hyperparameters_["delta"],
-        sigma_force=model.hyperparameters_["sigma_force"],
-    ).fit(cuau_frames[:6], sparse_points=(model.sparse_features_, model.sparse_numbers_))
-    np.testing.assert_allclose(model.coefficients_, fixed.coefficients_, rtol=0,
-                               atol=1e-7 * np.abs(fixed.coefficients_).max())
+    fixed = (
+        clone(model)
+        .set_params(
+            e0=dict(model.e0_),
+            optimize=False,
+            delta=model.hyperparameters_["delta"],
+            sigma_force=model.hyperparameters_["sigma_force"],
+        )
+        .fit(cuau_frames[:6], sparse_points=(model.sparse_features_, model.sparse_numbers_))
+    )
+    np.testing.assert_allclose(
+        model.coefficients_,
+        fixed.coefficients_,
+        rtol=0,
+        atol=1e-7 * np.abs(fixed.coefficients_).max(),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -210,19 +257,28 @@ def nacl_frames():
         atoms.set_cell(atoms.cell.array * (1 + 0.02 * np.sin(k)), scale_atoms=True)
         atoms.rattle(0.1, seed=k)
         atoms.calc = LennardJones(sigma=2.5, epsilon=0.05, rc=5.0, smooth=True)
-        results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
-                   "stress": atoms.get_stress()}
+        results = {
+            "energy": atoms.get_potential_energy(),
+            "forces": atoms.get_forces(),
+            "stress": atoms.get_stress(),
+        }
         atoms.calc = SinglePointCalculator(atoms, **results)
         frames.append(atoms)
     return frames
 
 
 def test_baseline_is_subtracted_from_added_structures(nacl_frames):
-    model = GAPRegressor(small_soap(r_cut=3.0, n_max=3, l_max=2), n_sparse=3,
-                         baseline=Ewald(charges={"Na": 0.8, "Cl": -0.8}, accuracy=1e-6),
-                         sigma_energy=0.002, sigma_force=0.05, random_state=0)
+    model = GAPRegressor(
+        small_soap(r_cut=3.0, n_max=3, l_max=2),
+        n_sparse=3,
+        baseline=Ewald(charges={"Na": 0.8, "Cl": -0.8}, accuracy=1e-6),
+        sigma_energy=0.002,
+        sigma_force=0.05,
+        random_state=0,
+    )
     inc = IncrementalGAP(model, nacl_frames[:2])
-    inc.add_sparse_points(model.descriptor_.features(nacl_frames[2])[:3],
-                          nacl_frames[2].numbers[:3])
+    inc.add_sparse_points(
+        model.descriptor_.features(nacl_frames[2])[:3], nacl_frames[2].numbers[:3]
+    )
     inc.add_structures(nacl_frames[2:4])
     _assert_same_model(model, _refit(model, nacl_frames[:4]), nacl_frames[4:])

@@ -19,17 +19,30 @@ from gapkit.cli import main
 from gapkit.config import build_model
 from gapkit.exceptions import InvalidParameterError
 
-SMALL_MODEL = {"descriptor": {"r_cut": 3.0, "n_max": 3, "l_max": 2}, "n_sparse": 30,
-               "sigma_energy": 0.001, "sigma_force": 0.02, "sigma_virial": 0.02,
-               "random_state": 0}
+SMALL_MODEL = {
+    "descriptor": {"r_cut": 3.0, "n_max": 3, "l_max": 2},
+    "n_sparse": 30,
+    "sigma_energy": 0.001,
+    "sigma_force": 0.02,
+    "sigma_virial": 0.02,
+    "random_state": 0,
+}
 
 
 @pytest.mark.parametrize("update", ["refit", "incremental"])
 def test_learn_pool(tmp_path, cu_data, capsys, update):
     write(tmp_path / "pool.xyz", cu_data[0][:20])
-    config = {"mode": "pool", "model": SMALL_MODEL, "reference": {"name": "emt"},
-              "pool": str(tmp_path / "pool.xyz"), "initial": 3, "batch": 2, "rounds": 2,
-              "output": str(tmp_path / "labelled.xyz"), "update": update}
+    config = {
+        "mode": "pool",
+        "model": SMALL_MODEL,
+        "reference": {"name": "emt"},
+        "pool": str(tmp_path / "pool.xyz"),
+        "initial": 3,
+        "batch": 2,
+        "rounds": 2,
+        "output": str(tmp_path / "labelled.xyz"),
+        "update": update,
+    }
     if update == "incremental":
         config["n_sparse_add"] = 4
     (tmp_path / "pool.json").write_text(json.dumps(config))
@@ -44,25 +57,51 @@ def test_learn_pool(tmp_path, cu_data, capsys, update):
         # sparse points of the first fit plus up to 4 per labelled structure; the
         # model is the fit of all labelled data at those points (e0 of the first fit)
         first = clone(build_model(SMALL_MODEL)).fit(labelled[:3])
-        assert len(first.sparse_numbers_) < len(model.sparse_numbers_) <= (
-            len(first.sparse_numbers_) + 4 * 4)
-        ref = build_model(SMALL_MODEL).set_params(e0=model.e0_).fit(
-            labelled, sparse_points=(model.sparse_features_, model.sparse_numbers_))
-        np.testing.assert_allclose(model.predict_forces(cu_data[1][:2])[0],
-                                   ref.predict_forces(cu_data[1][:2])[0], rtol=0, atol=1e-8)
+        assert (
+            len(first.sparse_numbers_)
+            < len(model.sparse_numbers_)
+            <= (len(first.sparse_numbers_) + 4 * 4)
+        )
+        ref = (
+            build_model(SMALL_MODEL)
+            .set_params(e0=model.e0_)
+            .fit(labelled, sparse_points=(model.sparse_features_, model.sparse_numbers_))
+        )
+        np.testing.assert_allclose(
+            model.predict_forces(cu_data[1][:2])[0],
+            ref.predict_forces(cu_data[1][:2])[0],
+            rtol=0,
+            atol=1e-8,
+        )
 
 
 def test_learn_otf(tmp_path, capsys):
-    config = {"mode": "otf", "model": SMALL_MODEL, "reference": {"name": "emt"},
-              "structure": {"bulk": "Cu", "crystalstructure": "fcc", "a": 3.61, "cubic": True,
-                            "repeat": [2, 2, 1]},
-              "steps": 20, "timestep_fs": 2.0, "temperature_K": 600, "threshold": 0.05,
-              "thermostat": "langevin", "output": str(tmp_path / "otf.xyz")}
+    config = {
+        "mode": "otf",
+        "model": SMALL_MODEL,
+        "reference": {"name": "emt"},
+        "structure": {
+            "bulk": "Cu",
+            "crystalstructure": "fcc",
+            "a": 3.61,
+            "cubic": True,
+            "repeat": [2, 2, 1],
+        },
+        "steps": 20,
+        "timestep_fs": 2.0,
+        "temperature_K": 600,
+        "threshold": 0.05,
+        "thermostat": "langevin",
+        "output": str(tmp_path / "otf.xyz"),
+    }
     (tmp_path / "otf.json").write_text(json.dumps(config))
     assert main(["learn", str(tmp_path / "otf.json")]) == 0
     out = capsys.readouterr().out
-    report = re.search(r"on-the-fly: 20 steps, (\d+) reference calls in this run, (\d+) "
-                       r"labelled structures", out)
+    report = re.search(
+        r"on-the-fly: 20 steps, (\d+) reference calls in this run, (\d+) "
+        r"labelled structures",
+        out,
+    )
     assert report, out
     calls, n_labelled = int(report[1]), int(report[2])
     frames = read(tmp_path / "otf.xyz", ":")
@@ -73,8 +112,7 @@ def test_learn_otf(tmp_path, capsys):
     for atoms in frames:  # the labels are EMT's for exactly these positions
         fresh = atoms.copy()
         fresh.calc = EMT()
-        assert atoms.get_potential_energy() == pytest.approx(fresh.get_potential_energy(),
-                                                             abs=1e-6)
+        assert atoms.get_potential_energy() == pytest.approx(fresh.get_potential_energy(), abs=1e-6)
         np.testing.assert_allclose(atoms.get_forces(), fresh.get_forces(), rtol=0, atol=1e-6)
     # the saved model has learned them: errors far below the size of the forces
     model = load(tmp_path / "otf.gap")
@@ -94,8 +132,13 @@ def test_learn_bad_config(tmp_path, capsys):
 
 def test_learn_pool_refuses_n_sparse_add_with_refit(tmp_path, cu_data, capsys):
     write(tmp_path / "pool.xyz", cu_data[0][:5])
-    config = {"mode": "pool", "model": SMALL_MODEL, "pool": str(tmp_path / "pool.xyz"),
-              "n_sparse_add": 4, "output": str(tmp_path / "labelled.xyz")}
+    config = {
+        "mode": "pool",
+        "model": SMALL_MODEL,
+        "pool": str(tmp_path / "pool.xyz"),
+        "n_sparse_add": 4,
+        "output": str(tmp_path / "labelled.xyz"),
+    }
     (tmp_path / "pool.json").write_text(json.dumps(config))
     assert main(["learn", str(tmp_path / "pool.json")]) != 0
     assert "'n_sparse_add' is used with" in capsys.readouterr().err
@@ -104,8 +147,7 @@ def test_learn_pool_refuses_n_sparse_add_with_refit(tmp_path, cu_data, capsys):
 
 # --------------------------------------------------------- config validation
 
-OTF = {"mode": "otf", "model": SMALL_MODEL, "structure": {"bulk": "Cu", "cubic": True},
-       "steps": 3}
+OTF = {"mode": "otf", "model": SMALL_MODEL, "structure": {"bulk": "Cu", "cubic": True}, "steps": 3}
 POOL = {"mode": "pool", "model": SMALL_MODEL, "initial": 2, "batch": 1, "rounds": 1}
 
 
@@ -116,37 +158,46 @@ def _learn(tmp_path, config, capsys):
     return code, capsys.readouterr().err
 
 
-BULK_KEYS = ("crystalstructure, a, b, c, alpha, covera, u, orthorhombic, cubic, basis, "
-             "repeat")
+BULK_KEYS = "crystalstructure, a, b, c, alpha, covera, u, orthorhombic, cubic, basis, repeat"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"structure": None}, "mode 'otf' needs 'structure'"),
-    ({"structure": {"bulk": "Cu", "bogus": 1}},
-     f"unknown key(s) 'bogus' in 'structure'; allowed: bulk, {BULK_KEYS}."),
-    ({"structure": {"bulk": "Cu", "repeat": [2, 2]}}, "'repeat' must be three integers"),
-    ({"structure": {"bulk": "Cu", "a": "big"}}, "'structure': ase.build.bulk"),
-    ({"structure": 5}, "'structure' must be a file name or"),
-    ({"temperature_K": "hot"}, "'temperature_K' must be a finite number >= 0 (K); got 'hot'."),
-    ({"temperature_K": -5}, "'temperature_K' must be a finite number >= 0 (K); got -5."),
-    ({"temperature_K": float("nan")}, "'temperature_K' must be a finite number >= 0 (K); got nan"),
-    ({"steps": "many"}, "'steps' must be an integer >= 0; got 'many'."),
-    ({"steps": 2.5}, "'steps' must be an integer >= 0; got 2.5."),
-    ({"timestep_fs": 0}, "'timestep_fs' must be a finite number > 0 (fs); got 0."),
-    ({"threshold": "low"}, "'threshold' must be a finite number > 0; got 'low'."),
-    ({"thermostat": "langevin", "friction": "x"}, "'friction' must be a finite number >= 0"),
-    ({"friction": 0.1}, "'friction' is used with \"thermostat\": \"langevin\" only"),
-    ({"thermostat": "berendsen"}, "'thermostat' must be 'nve' or 'langevin'"),
-    ({"seed": "x"}, "'seed' must be an integer >= 0; got 'x'."),
-    ({"seed": True}, "'seed' must be an integer >= 0; got True."),
-    ({"n_sparse_add": -1}, "'n_sparse_add' must be an integer >= 0; got -1."),
-    ({"relative": "yes"}, "'relative' must be true or false; got 'yes'."),
-    ({"reference": {"name": "emt", "foo": 1}},
-     "unknown key(s) 'foo' in 'reference' (emt); allowed: name, asap_cutoff."),
-    ({"reference": "emt"}, "'reference' must be a table such as"),
-    ({"model": "small"}, "'model' must be a table of GAPRegressor parameters"),
-    ({"color": "red"}, "unknown key(s) 'color'."),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"structure": None}, "mode 'otf' needs 'structure'"),
+        (
+            {"structure": {"bulk": "Cu", "bogus": 1}},
+            f"unknown key(s) 'bogus' in 'structure'; allowed: bulk, {BULK_KEYS}.",
+        ),
+        ({"structure": {"bulk": "Cu", "repeat": [2, 2]}}, "'repeat' must be three integers"),
+        ({"structure": {"bulk": "Cu", "a": "big"}}, "'structure': ase.build.bulk"),
+        ({"structure": 5}, "'structure' must be a file name or"),
+        ({"temperature_K": "hot"}, "'temperature_K' must be a finite number >= 0 (K); got 'hot'."),
+        ({"temperature_K": -5}, "'temperature_K' must be a finite number >= 0 (K); got -5."),
+        (
+            {"temperature_K": float("nan")},
+            "'temperature_K' must be a finite number >= 0 (K); got nan",
+        ),
+        ({"steps": "many"}, "'steps' must be an integer >= 0; got 'many'."),
+        ({"steps": 2.5}, "'steps' must be an integer >= 0; got 2.5."),
+        ({"timestep_fs": 0}, "'timestep_fs' must be a finite number > 0 (fs); got 0."),
+        ({"threshold": "low"}, "'threshold' must be a finite number > 0; got 'low'."),
+        ({"thermostat": "langevin", "friction": "x"}, "'friction' must be a finite number >= 0"),
+        ({"friction": 0.1}, '\'friction\' is used with "thermostat": "langevin" only'),
+        ({"thermostat": "berendsen"}, "'thermostat' must be 'nve' or 'langevin'"),
+        ({"seed": "x"}, "'seed' must be an integer >= 0; got 'x'."),
+        ({"seed": True}, "'seed' must be an integer >= 0; got True."),
+        ({"n_sparse_add": -1}, "'n_sparse_add' must be an integer >= 0; got -1."),
+        ({"relative": "yes"}, "'relative' must be true or false; got 'yes'."),
+        (
+            {"reference": {"name": "emt", "foo": 1}},
+            "unknown key(s) 'foo' in 'reference' (emt); allowed: name, asap_cutoff.",
+        ),
+        ({"reference": "emt"}, "'reference' must be a table such as"),
+        ({"model": "small"}, "'model' must be a table of GAPRegressor parameters"),
+        ({"color": "red"}, "unknown key(s) 'color'."),
+    ],
+)
 def test_learn_otf_config_errors(tmp_path, capsys, change, message):
     config = {**OTF, **change}
     config = {k: v for k, v in config.items() if v is not None}
@@ -156,15 +207,20 @@ def test_learn_otf_config_errors(tmp_path, capsys, change, message):
     assert not (tmp_path / "out.xyz").exists()  # refused before any reference call
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"initial": "five"}, "'initial' must be an integer >= 1; got 'five'."),
-    ({"initial": 0}, "'initial' must be an integer >= 1; got 0."),
-    ({"batch": "two"}, "'batch' must be an integer >= 1; got 'two'."),
-    ({"rounds": -1}, "'rounds' must be an integer >= 0; got -1."),
-    ({"seed": 1.5}, "'seed' must be an integer >= 0; got 1.5."),
-    ({"update": "incremental", "n_sparse_add": "4"},
-     "'n_sparse_add' must be an integer >= 0; got '4'."),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"initial": "five"}, "'initial' must be an integer >= 1; got 'five'."),
+        ({"initial": 0}, "'initial' must be an integer >= 1; got 0."),
+        ({"batch": "two"}, "'batch' must be an integer >= 1; got 'two'."),
+        ({"rounds": -1}, "'rounds' must be an integer >= 0; got -1."),
+        ({"seed": 1.5}, "'seed' must be an integer >= 0; got 1.5."),
+        (
+            {"update": "incremental", "n_sparse_add": "4"},
+            "'n_sparse_add' must be an integer >= 0; got '4'.",
+        ),
+    ],
+)
 def test_learn_pool_config_errors(tmp_path, cu_data, capsys, change, message):
     write(tmp_path / "pool.xyz", cu_data[0][:5])
     code, err = _learn(tmp_path, {**POOL, "pool": str(tmp_path / "pool.xyz"), **change}, capsys)
@@ -188,8 +244,7 @@ def test_learn_input_files_are_checked(tmp_path, capsys):
 
 def test_tblite_reference_rejects_keys_tblite_would_ignore(monkeypatch):
     class TBLite:  # stands in for tblite.ase.TBLite, which stores any keyword silently
-        default_parameters = {"method": "GFN2-xTB", "charge": None, "accuracy": 1.0,
-                              "verbosity": 1}
+        default_parameters = {"method": "GFN2-xTB", "charge": None, "accuracy": 1.0, "verbosity": 1}
 
         def __init__(self, **kwargs):
             self.parameters = kwargs
@@ -198,9 +253,13 @@ def test_tblite_reference_rejects_keys_tblite_would_ignore(monkeypatch):
     module.TBLite = TBLite
     monkeypatch.setitem(sys.modules, "tblite", types.ModuleType("tblite"))
     monkeypatch.setitem(sys.modules, "tblite.ase", module)
-    with pytest.raises(InvalidParameterError,
-                       match=re.escape("unknown key(s) 'methd' in 'reference' (tblite); "
-                                       "allowed: name, method, charge, accuracy, verbosity.")):
+    with pytest.raises(
+        InvalidParameterError,
+        match=re.escape(
+            "unknown key(s) 'methd' in 'reference' (tblite); "
+            "allowed: name, method, charge, accuracy, verbosity."
+        ),
+    ):
         reference_calculator({"name": "tblite", "methd": "GFN2-xTB"})
     calc = reference_calculator({"name": "tblite", "accuracy": 0.1})
     assert calc.parameters == {"accuracy": 0.1, "method": "GFN1-xTB", "verbosity": 0}
@@ -221,11 +280,15 @@ def test_learn_output_that_is_not_a_run_is_left_alone(tmp_path, cu_data, capsys,
     base = {**POOL, "pool": str(tmp_path / "pool.xyz")} if mode == "pool" else OTF
     for target in (model, foreign):
         before = target.read_bytes()
-        code, err = _learn(tmp_path, {**base, "output": str(target),
-                                      "model_output": str(tmp_path / "new.gap")}, capsys)
+        code, err = _learn(
+            tmp_path,
+            {**base, "output": str(target), "model_output": str(tmp_path / "new.gap")},
+            capsys,
+        )
         assert code == 2
-        assert f"{str(target)!r} does not look like an extended-XYZ data file of a " \
-               "previous run" in err, err
+        assert (
+            f"{str(target)!r} does not look like an extended-XYZ data file of a previous run" in err
+        ), err
         assert target.read_bytes() == before
     assert not (tmp_path / "new.gap").exists()
 
@@ -240,10 +303,15 @@ def test_learn_model_output_is_checked_before_the_work(tmp_path, cu_data, capsys
     assert code == 2 and "pool.xyz' exists and is not a gapkit model file" in err
     assert (tmp_path / "pool.xyz").read_bytes() == before
     code, err = _learn(tmp_path, {**config, "output": str(tmp_path / "x.gap")}, capsys)
-    assert code == 2 and "'output' (the labelled structures) and 'model_output' are the " \
-        "same file" in err
-    code, err = _learn(tmp_path, {**config, "output": "/nonexistent/dir/d.xyz",
-                                  "model_output": str(tmp_path / "m.gap")}, capsys)
+    assert (
+        code == 2
+        and "'output' (the labelled structures) and 'model_output' are the same file" in err
+    )
+    code, err = _learn(
+        tmp_path,
+        {**config, "output": "/nonexistent/dir/d.xyz", "model_output": str(tmp_path / "m.gap")},
+        capsys,
+    )
     assert code == 2 and "cannot write '/nonexistent/dir/d.xyz': directory" in err
     assert not (tmp_path / "out.xyz").exists()
 

@@ -43,9 +43,14 @@ def _start():
 
 
 def _model():
-    return GAPRegressor(small_soap(r_cut=3.0, n_max=3, l_max=2), n_sparse=40,
-                        sigma_energy=0.001, sigma_force=0.02, sigma_virial=0.02,
-                        random_state=0)
+    return GAPRegressor(
+        small_soap(r_cut=3.0, n_max=3, l_max=2),
+        n_sparse=40,
+        sigma_energy=0.001,
+        sigma_force=0.02,
+        sigma_virial=0.02,
+        random_state=0,
+    )
 
 
 def test_reference_calls_are_written_before_use(tmp_path, monkeypatch):
@@ -109,8 +114,9 @@ def test_resume_after_crash_repeats_no_reference_call(tmp_path):
 
 
 def _learner(reference, data, **kwargs):
-    return OnTheFlyLearner(_model(), reference, threshold=0.03, data_path=data,
-                           checkpoint_interval=5, **kwargs)
+    return OnTheFlyLearner(
+        _model(), reference, threshold=0.03, data_path=data, checkpoint_interval=5, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -131,10 +137,15 @@ def _same_frames(frames, expected):
 
 def _same_model(model, expected):
     np.testing.assert_array_equal(model.sparse_numbers_, expected.sparse_numbers_)
-    np.testing.assert_allclose(model.sparse_features_, expected.sparse_features_, rtol=0,
-                               atol=1e-12)
-    np.testing.assert_allclose(model.coefficients_, expected.coefficients_, rtol=0,
-                               atol=1e-10 * np.abs(expected.coefficients_).max())
+    np.testing.assert_allclose(
+        model.sparse_features_, expected.sparse_features_, rtol=0, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        model.coefficients_,
+        expected.coefficients_,
+        rtol=0,
+        atol=1e-10 * np.abs(expected.coefficients_).max(),
+    )
 
 
 def test_resume_rebuilds_the_model_of_the_uninterrupted_run(uninterrupted, tmp_path):
@@ -231,8 +242,7 @@ def test_resume_keeps_the_callers_masses(uninterrupted, tmp_path):
 
         return VelocityVerlet(atoms, timestep)
 
-    learner.run(heavy, frames[1].info["otf_step"] + 1, timestep=2 * units.fs,
-                dynamics=dynamics)
+    learner.run(heavy, frames[1].info["otf_step"] + 1, timestep=2 * units.fs, dynamics=dynamics)
     np.testing.assert_allclose(seen[0], heavy.get_masses())
 
 
@@ -242,6 +252,7 @@ def test_n_sparse_add_must_not_be_negative():
 
 
 # ------------------------------------------------- files that must not be lost
+
 
 @pytest.fixture(scope="module")
 def twelve_frames():
@@ -294,9 +305,11 @@ def test_resume_refuses_a_file_damaged_in_the_middle(twelve_frames, tmp_path, ho
     before = data.read_bytes()
     reference = CountingEMT()
     where = rf"line {line}" if how != "comment line" else rf"line {line}\b"
-    with pytest.raises(InvalidStructureError,
-                       match=rf"{re.escape(repr(str(data)))} is damaged in frame 5 \(frames "
-                             rf"counted from 1\), {where}.*Frames 1 to 4 are intact"):
+    with pytest.raises(
+        InvalidStructureError,
+        match=rf"{re.escape(repr(str(data)))} is damaged in frame 5 \(frames "
+        rf"counted from 1\), {where}.*Frames 1 to 4 are intact",
+    ):
         _learner(reference, data).run(_start(), 60, timestep=2 * units.fs)
     assert data.read_bytes() == before
     assert reference.calls == 0
@@ -326,8 +339,7 @@ def model_file(tmp_path_factory, cu_data):
 
 
 @pytest.mark.parametrize("content", ["model file", "training data", "text"])
-def test_data_path_that_is_not_a_run_is_not_overwritten(model_file, cu_data, tmp_path,
-                                                        content):
+def test_data_path_that_is_not_a_run_is_not_overwritten(model_file, cu_data, tmp_path, content):
     target = tmp_path / "data.gap"
     if content == "model file":
         target.write_bytes(model_file.read_bytes())
@@ -337,9 +349,11 @@ def test_data_path_that_is_not_a_run_is_not_overwritten(model_file, cu_data, tmp
         target.write_text("my notes\n")
     before = target.read_bytes()
     reference = CountingEMT()
-    with pytest.raises(InvalidParameterError,
-                       match=rf"{re.escape(repr(str(target)))} does not look like an "
-                             r"extended-XYZ data file of a previous run"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=rf"{re.escape(repr(str(target)))} does not look like an "
+        r"extended-XYZ data file of a previous run",
+    ):
         _learner(reference, target).run(_start(), 10, timestep=2 * units.fs)
     assert target.read_bytes() == before
     assert reference.calls == 0
@@ -350,9 +364,11 @@ def test_checkpoint_path_that_is_not_a_checkpoint_is_not_overwritten(model_file,
     checkpoint.write_bytes(model_file.read_bytes())
     reference = CountingEMT()
     learner = _learner(reference, tmp_path / "d.xyz", checkpoint_path=checkpoint)
-    with pytest.raises(InvalidParameterError,
-                       match=rf"checkpoint {re.escape(repr(str(checkpoint)))} does not look "
-                             r"like the checkpoint of a previous run"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=rf"checkpoint {re.escape(repr(str(checkpoint)))} does not look "
+        r"like the checkpoint of a previous run",
+    ):
         learner.run(_start(), 10, timestep=2 * units.fs)
     assert checkpoint.read_bytes() == model_file.read_bytes()
     assert reference.calls == 0 and not (tmp_path / "d.xyz").exists()
@@ -361,8 +377,9 @@ def test_checkpoint_path_that_is_not_a_checkpoint_is_not_overwritten(model_file,
 def test_paths_are_checked_before_the_first_reference_call(tmp_path):
     reference = CountingEMT()
     missing = tmp_path / "missing" / "d.xyz"
-    with pytest.raises(InvalidParameterError,
-                       match=rf"cannot write {re.escape(repr(str(missing)))}: directory"):
+    with pytest.raises(
+        InvalidParameterError, match=rf"cannot write {re.escape(repr(str(missing)))}: directory"
+    ):
         _learner(reference, missing).run(_start(), 10, timestep=2 * units.fs)
     same = tmp_path / "d.xyz"
     with pytest.raises(InvalidParameterError, match="are the same file"):
@@ -375,7 +392,8 @@ def test_checkpoint_is_written_atomically_with_the_umask(tmp_path):
     old = os.umask(0o022)
     try:
         OnTheFlyLearner(_model(), EMT(), threshold=10.0, data_path=data).run(
-            _start(), 2, timestep=2 * units.fs)
+            _start(), 2, timestep=2 * units.fs
+        )
     finally:
         os.umask(old)
     checkpoint = data.with_suffix(".restart.xyz")

@@ -28,8 +28,9 @@ def _dense_rows(soap, atoms, q_sparse, z_sparse, delta, zeta):
     k = np.where(same, delta**2 * dots**zeta, 0.0)
     g = np.where(same, delta**2 * zeta * dots ** (zeta - 1), 0.0)  # dk/d(q_i . q_m)
     forces = np.zeros((len(atoms), 3, len(z_sparse)))
-    np.add.at(forces, d.neighbour,
-              -g[d.centre][:, None, :] * np.einsum("pbf,mf->pbm", d.dq_dr, q_sparse))
+    np.add.at(
+        forces, d.neighbour, -g[d.centre][:, None, :] * np.einsum("pbf,mf->pbm", d.dq_dr, q_sparse)
+    )
     w = np.einsum("im,iabf,mf->abm", g, d.dq_dstrain, q_sparse)
     w = 0.5 * (w + w.transpose(1, 0, 2))
     return k.sum(axis=0), forces.reshape(-1, len(z_sparse)), np.array([w[a, b] for a, b in _VOIGT])
@@ -48,9 +49,16 @@ def test_partial_fit_equals_solving_from_scratch(cuau_frames):
     """
     first, second = cuau_frames[:6], cuau_frames[6:]
     zeta, jitter, sigmas = 4, 1e-8, (0.002, 0.1, 0.1)
-    model = GAPRegressor(small_soap(), zeta=zeta, jitter=jitter, sigma_energy=sigmas[0],
-                         sigma_force=sigmas[1], sigma_virial=sigmas[2], n_sparse=15,
-                         random_state=0).fit(first)
+    model = GAPRegressor(
+        small_soap(),
+        zeta=zeta,
+        jitter=jitter,
+        sigma_energy=sigmas[0],
+        sigma_force=sigmas[1],
+        sigma_virial=sigmas[2],
+        n_sparse=15,
+        random_state=0,
+    ).fit(first)
     before = model.predict(second)
     q_m, z_m, delta_m = model.sparse_features_, model.sparse_numbers_, model.delta_
     e0 = dict(model.e0_)
@@ -65,25 +73,35 @@ def test_partial_fit_equals_solving_from_scratch(cuau_frames):
         n = len(atoms)
         e_row, f_rows, v_rows = _dense_rows(model.descriptor_, atoms, q_m, z_m, delta_m, zeta)
         rows += [e_row[None], f_rows, v_rows]
-        y += [[atoms.get_potential_energy() - sum(e0[s] for s in atoms.get_chemical_symbols())],
-              atoms.get_forces().ravel(), atoms.get_stress() * atoms.get_volume()]
-        sigma += [[sigmas[0] * np.sqrt(n)], np.full(3 * n, sigmas[1]),
-                  np.full(6, sigmas[2] * np.sqrt(n))]
+        y += [
+            [atoms.get_potential_energy() - sum(e0[s] for s in atoms.get_chemical_symbols())],
+            atoms.get_forces().ravel(),
+            atoms.get_stress() * atoms.get_volume(),
+        ]
+        sigma += [
+            [sigmas[0] * np.sqrt(n)],
+            np.full(3 * n, sigmas[1]),
+            np.full(6, sigmas[2] * np.sqrt(n)),
+        ]
     a, y, sigma = np.vstack(rows), np.concatenate(y), np.concatenate(sigma)
-    k_mm = np.where(z_m[:, None] == z_m[None, :],
-                    delta_m**2 * (q_m @ q_m.T) ** zeta, 0.0)
+    k_mm = np.where(z_m[:, None] == z_m[None, :], delta_m**2 * (q_m @ q_m.T) ** zeta, 0.0)
     for z in np.unique(z_m):  # jitter relative to the mean diagonal of each species' block
         block = np.flatnonzero(z_m == z)
         k_mm[block, block] += jitter * np.mean(np.diag(k_mm)[block])
     prior = np.linalg.cholesky(k_mm).T  # alpha^T K_MM alpha = |prior @ alpha|^2
-    alpha, *_ = np.linalg.lstsq(np.vstack([a / sigma[:, None], prior]),
-                                np.concatenate([y / sigma, np.zeros(len(z_m))]), rcond=None)
+    alpha, *_ = np.linalg.lstsq(
+        np.vstack([a / sigma[:, None], prior]),
+        np.concatenate([y / sigma, np.zeros(len(z_m))]),
+        rcond=None,
+    )
 
-    np.testing.assert_allclose(model.coefficients_, alpha, rtol=1e-7,
-                               atol=1e-10 * np.abs(alpha).max())
+    np.testing.assert_allclose(
+        model.coefficients_, alpha, rtol=1e-7, atol=1e-10 * np.abs(alpha).max()
+    )
     n_e = [0] + list(np.cumsum([1 + 3 * len(f) + 6 for f in frames]))
-    ref_energies = (a @ alpha)[n_e[:-1]] + [sum(e0[s] for s in f.get_chemical_symbols())
-                                            for f in frames]
+    ref_energies = (a @ alpha)[n_e[:-1]] + [
+        sum(e0[s] for s in f.get_chemical_symbols()) for f in frames
+    ]
     np.testing.assert_allclose(model.predict(frames), ref_energies, rtol=0, atol=1e-8)
     # and it learned: errors on the added data went down
     labels = [a.get_potential_energy() for a in second]

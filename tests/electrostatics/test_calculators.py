@@ -87,10 +87,10 @@ def test_coulomb_pair_and_forces():
     d = mol.get_all_distances()
     q = np.array([-0.8, 0.4, 0.4])
     expected = COULOMB_CONSTANT * sum(
-        q[i] * q[j] / d[i, j] for i in range(3) for j in range(i + 1, 3))
+        q[i] * q[j] / d[i, j] for i in range(3) for j in range(i + 1, 3)
+    )
     assert mol.get_potential_energy() == pytest.approx(expected, rel=1e-13)
-    np.testing.assert_allclose(mol.get_forces(), calculate_numerical_forces(mol, 1e-5),
-                               atol=1e-7)
+    np.testing.assert_allclose(mol.get_forces(), calculate_numerical_forces(mol, 1e-5), atol=1e-7)
     assert mol.get_potential_energies().sum() == pytest.approx(expected, rel=1e-13)
     with pytest.raises(PropertyNotImplementedError):
         mol.get_stress()
@@ -321,9 +321,11 @@ def test_no_charges_anywhere_is_a_clear_error(method):
     atoms = nacl()
     assert not atoms.has("initial_charges")
     atoms.calc = method()
-    with pytest.raises(InvalidParameterError,
-                       match=rf"{method.__name__}: the structure has no charges.*"
-                             r"charges=\{'Cl': q_Cl, 'Na': q_Na\}.*set_initial_charges"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=rf"{method.__name__}: the structure has no charges.*"
+        r"charges=\{'Cl': q_Cl, 'Na': q_Na\}.*set_initial_charges",
+    ):
         atoms.get_potential_energy()
 
 
@@ -341,8 +343,9 @@ def test_baseline_without_charges_fails_clearly_in_fit(method):
 
     frames = [a for a in load_cu_emt()[0] if all(a.pbc)][:2]
     model = GAPRegressor(SOAP(r_cut=3.0, n_max=2, l_max=1), baseline=method(), n_sparse=4)
-    with pytest.raises(InvalidParameterError,
-                       match=r"the structure has no charges.*charges=\{'Cu': q_Cu\}"):
+    with pytest.raises(
+        InvalidParameterError, match=r"the structure has no charges.*charges=\{'Cu': q_Cu\}"
+    ):
         model.fit(frames)
 
 
@@ -351,9 +354,11 @@ def test_baseline_without_charges_fails_clearly_in_fit(method):
 
 @pytest.mark.parametrize("method", [Ewald, PME, Coulomb])
 def test_unknown_parameters_are_rejected(method):
-    with pytest.raises(InvalidParameterError,
-                       match=rf"{method.__name__}: unknown parameter 'chrages' \(did you mean "
-                             r"'charges'\?\); allowed: 'charges', .*'device'"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=rf"{method.__name__}: unknown parameter 'chrages' \(did you mean "
+        r"'charges'\?\); allowed: 'charges', .*'device'",
+    ):
         method(chrages=NACL)
     method(charges=NACL, label="calc")  # ASE's own keyword arguments still pass
 
@@ -367,10 +372,12 @@ def test_unknown_parameter_set_later_is_rejected_at_calculate():
 
 
 def test_calculator_from_dict_rejects_unknown_keys():
-    with pytest.raises(InvalidParameterError,
-                       match=r"calculator_from_dict \(Ewald\): unknown key 'acuracy' \(did you "
-                             r"mean 'accuracy'\?\); allowed: 'class', 'charges', 'accuracy', "
-                             r"'alpha', 'cutoff', 'kcutoff', 'device'\."):
+    with pytest.raises(
+        InvalidParameterError,
+        match=r"calculator_from_dict \(Ewald\): unknown key 'acuracy' \(did you "
+        r"mean 'accuracy'\?\); allowed: 'class', 'charges', 'accuracy', "
+        r"'alpha', 'cutoff', 'kcutoff', 'device'\.",
+    ):
         calculator_from_dict({"class": "Ewald", "acuracy": 1e-6})
     with pytest.raises(InvalidParameterError, match=r"unknown keys 'mesh', 'zzz'; allowed"):
         calculator_from_dict({"class": "Coulomb", "mesh": [8, 8, 8], "zzz": 1})
@@ -386,10 +393,24 @@ def test_calculator_from_dict_rejects_unknown_keys():
         Ewald(),
         PME(),
         Coulomb(),
-        Ewald(charges=np.array([1.0, -1.0] * 4), accuracy=np.float64(1e-7), alpha=0.4,
-              cutoff=np.float64(9.0), kcutoff=0.9, device="auto"),
-        PME(charges={"Na": np.float64(1.0), "Cl": -1}, accuracy=1e-6, order=np.int64(7),
-            alpha=0.35, cutoff=9.0, mesh=np.array([20, 21, 22]), workers=2, device="cpu"),
+        Ewald(
+            charges=np.array([1.0, -1.0] * 4),
+            accuracy=np.float64(1e-7),
+            alpha=0.4,
+            cutoff=np.float64(9.0),
+            kcutoff=0.9,
+            device="auto",
+        ),
+        PME(
+            charges={"Na": np.float64(1.0), "Cl": -1},
+            accuracy=1e-6,
+            order=np.int64(7),
+            alpha=0.35,
+            cutoff=9.0,
+            mesh=np.array([20, 21, 22]),
+            workers=2,
+            device="cpu",
+        ),
         Coulomb(charges=[0.5, -0.5], device="auto"),
     ],
 )

@@ -112,14 +112,21 @@ def test_pme_reciprocal_strict(mesh, order, neutral):
 
 def test_pme_reciprocal_strict_without_virial_and_empty():
     positions, cell, charges = random_arrays(4)
-    energies, forces, virial = pme_reciprocal(*strict(positions, cell, charges), 0.45,
-                                              (10, 10, 10), 6, compute_virial=False)
+    energies, forces, virial = pme_reciprocal(
+        *strict(positions, cell, charges), 0.45, (10, 10, 10), 6, compute_virial=False
+    )
     ref = pme_reciprocal(positions, cell, charges, 0.45, (10, 10, 10), 6, compute_virial=False)
     assert_close(energies, ref[0])
     assert_close(forces, ref[1])
     assert np.all(np.asarray(virial) == 0.0) and virial.shape == (6,)
-    empty = pme_reciprocal(xps.zeros((0, 3), dtype=xps.float64), cell,
-                           xps.zeros(0, dtype=xps.float64), 0.45, (10, 10, 10), 6)
+    empty = pme_reciprocal(
+        xps.zeros((0, 3), dtype=xps.float64),
+        cell,
+        xps.zeros(0, dtype=xps.float64),
+        0.45,
+        (10, 10, 10),
+        6,
+    )
     assert [a.shape for a in empty] == [(0,), (0, 3), (6,)]
 
 
@@ -136,20 +143,25 @@ def test_calculators_on_a_non_numpy_backend(monkeypatch):
     """The calculators' device plumbing, with array_api_strict standing in for CuPy."""
     atoms = nacl()
     calcs = {
-        "pme": lambda device: PME(charges=NACL, alpha=0.4, cutoff=7.0, mesh=(12, 12, 12),
-                                  order=5, device=device),
+        "pme": lambda device: PME(
+            charges=NACL, alpha=0.4, cutoff=7.0, mesh=(12, 12, 12), order=5, device=device
+        ),
         "ewald": lambda device: Ewald(charges=NACL, accuracy=1e-6, device=device),
     }
     ref = {}
     for name, make in calcs.items():
         atoms.calc = make("cpu")
         ref[name] = (atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress())
-    monkeypatch.setattr(calculators_module, "resolve_device",
-                        lambda device, owner: Backend("cuda", xps))
+    monkeypatch.setattr(
+        calculators_module, "resolve_device", lambda device, owner: Backend("cuda", xps)
+    )
     for name, make in calcs.items():
         atoms.calc = make("cuda")
-        energy, forces, stress = (atoms.get_potential_energy(), atoms.get_forces(),
-                                  atoms.get_stress())
+        energy, forces, stress = (
+            atoms.get_potential_energy(),
+            atoms.get_forces(),
+            atoms.get_stress(),
+        )
         assert atoms.calc.device_ == "cuda"
         assert isinstance(energy, float)
         assert type(forces) is np.ndarray and type(stress) is np.ndarray
@@ -172,8 +184,10 @@ def test_calculators_on_a_non_numpy_backend(monkeypatch):
 @pytest.mark.parametrize("method", [Ewald, PME, Coulomb])
 @pytest.mark.parametrize("device", ["gpu", "CUDA", None, 0])
 def test_bad_device_is_rejected_at_construction(method, device):
-    with pytest.raises(InvalidParameterError,
-                       match=f"{method.__name__}: 'device' must be one of 'cpu', 'cuda', 'auto'"):
+    with pytest.raises(
+        InvalidParameterError,
+        match=f"{method.__name__}: 'device' must be one of 'cpu', 'cuda', 'auto'",
+    ):
         method(device=device)
 
 
@@ -252,8 +266,12 @@ class TestCuda:
         results = {}
         for device in ("cpu", "cuda"):
             atoms.calc = method(charges=NACL, accuracy=accuracy, device=device)
-            results[device] = (atoms.get_potential_energy(), atoms.get_potential_energies(),
-                               atoms.get_forces(), atoms.get_stress())
+            results[device] = (
+                atoms.get_potential_energy(),
+                atoms.get_potential_energies(),
+                atoms.get_forces(),
+                atoms.get_stress(),
+            )
             assert atoms.calc.device_ == device
         cpu, gpu = results["cpu"], results["cuda"]
         assert isinstance(gpu[0], float)
@@ -279,8 +297,9 @@ class TestCuda:
         positions, cell, charges = random_arrays(7, n_atoms=3000, neutral=neutral)
         mesh = (30, 31, 32)
         ref = pme_reciprocal(positions, cell, charges, 0.45, mesh, order)
-        got = pme_reciprocal(cupy.asarray(positions), cell, cupy.asarray(charges), 0.45, mesh,
-                             order)
+        got = pme_reciprocal(
+            cupy.asarray(positions), cell, cupy.asarray(charges), 0.45, mesh, order
+        )
         for g, r in zip(got, ref, strict=True):
             assert isinstance(g, cupy.ndarray)
             assert_close(g.get(), r)

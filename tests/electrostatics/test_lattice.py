@@ -44,8 +44,12 @@ def rattled_nacl(repeat=1, seed=3):
 
 def test_reduce_cell_keeps_reduced_cells_as_given():
     hexagonal = bulk("Mg", "hcp", a=3.2, c=5.2).cell.array
-    for cell in (np.diag([10.0, 5.0, 7.0]), bulk("Cu", "fcc", a=3.6).cell.array, hexagonal,
-                 np.array([[15.0, 0.0, 0.0], [3.0, 14.0, 0.0], [-2.0, 2.5, 16.0]])):
+    for cell in (
+        np.diag([10.0, 5.0, 7.0]),
+        bulk("Cu", "fcc", a=3.6).cell.array,
+        hexagonal,
+        np.array([[15.0, 0.0, 0.0], [3.0, 14.0, 0.0], [-2.0, 2.5, 16.0]]),
+    ):
         assert is_reduced(cell)
         reduced, op = reduce_cell(cell)
         assert reduced is cell or np.array_equal(reduced, cell)  # order and signs kept
@@ -78,12 +82,14 @@ def test_skewed_basis_gives_the_results_of_the_reduced_cell(method, factor):
     skewed.calc = method(charges=NACL, accuracy=1e-6)
     e0 = base.get_potential_energy()
     assert skewed.get_potential_energy() == pytest.approx(e0, rel=1e-6)
-    np.testing.assert_allclose(skewed.get_potential_energies(), base.get_potential_energies(),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        skewed.get_potential_energies(), base.get_potential_energies(), rtol=1e-6
+    )
     scale = np.abs(base.get_forces()).max()
     np.testing.assert_allclose(skewed.get_forces(), base.get_forces(), atol=1e-6 * scale)
-    np.testing.assert_allclose(skewed.get_stress(), base.get_stress(),
-                               atol=1e-6 * np.abs(base.get_stress()).max())
+    np.testing.assert_allclose(
+        skewed.get_stress(), base.get_stress(), atol=1e-6 * np.abs(base.get_stress()).max()
+    )
     np.testing.assert_allclose(skewed.calc.cell_, base.cell.array, atol=1e-9)
     np.testing.assert_array_equal(skewed.positions, base.positions)  # atoms untouched
 

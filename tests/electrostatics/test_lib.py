@@ -63,14 +63,20 @@ def test_potential_terms():
     phi, dphi = real_space_kernel(r, 0.7)
     np.testing.assert_allclose(phi, erfc(0.7 * r) / r)
     h = 1e-6
-    np.testing.assert_allclose(dphi, (real_space_kernel(r + h, 0.7)[0]
-                                      - real_space_kernel(r - h, 0.7)[0]) / (2 * h), rtol=1e-7)
+    np.testing.assert_allclose(
+        dphi,
+        (real_space_kernel(r + h, 0.7)[0] - real_space_kernel(r - h, 0.7)[0]) / (2 * h),
+        rtol=1e-7,
+    )
     assert reciprocal_kernel(np.array([0.25]), 1.0, 10.0)[0] == pytest.approx(
-        math.exp(-(math.pi**2) * 0.25) / (math.pi * 10.0 * 0.25))
-    np.testing.assert_allclose(self_energy([1.0, -2.0], 0.5), [-0.5 / math.sqrt(math.pi),
-                                                               -2.0 / math.sqrt(math.pi)])
+        math.exp(-(math.pi**2) * 0.25) / (math.pi * 10.0 * 0.25)
+    )
+    np.testing.assert_allclose(
+        self_energy([1.0, -2.0], 0.5), [-0.5 / math.sqrt(math.pi), -2.0 / math.sqrt(math.pi)]
+    )
     assert background_energy([1.0, 1.0], 100.0, 0.5).sum() == pytest.approx(
-        -math.pi * 4.0 / (2 * 100.0 * 0.25))
+        -math.pi * 4.0 / (2 * 100.0 * 0.25)
+    )
 
 
 def test_erfc_table_accuracy():
@@ -113,8 +119,11 @@ def test_real_space_sum_matches_brute_force_in_triclinic_cell(cutoff):
     energies, forces, virial = real_space_sum(positions, cell, charges, 0.4, cutoff)
     assert energies.sum() == pytest.approx(e_ref, abs=1e-10)
     np.testing.assert_allclose(forces, f_ref, atol=1e-10)
-    np.testing.assert_allclose(virial, [v_ref[0, 0], v_ref[1, 1], v_ref[2, 2], v_ref[1, 2],
-                                        v_ref[0, 2], v_ref[0, 1]], atol=1e-10)
+    np.testing.assert_allclose(
+        virial,
+        [v_ref[0, 0], v_ref[1, 1], v_ref[2, 2], v_ref[1, 2], v_ref[0, 2], v_ref[0, 1]],
+        atol=1e-10,
+    )
 
 
 def test_reciprocal_vectors_half_space():
@@ -138,8 +147,10 @@ def test_ewald_reciprocal_forces_are_gradient():
         plus, minus = positions.copy(), positions.copy()
         plus[i, a] += h
         minus[i, a] -= h
-        numerical = -(ewald_reciprocal(plus, cell, charges, 0.6, 1.5)[0].sum()
-                      - ewald_reciprocal(minus, cell, charges, 0.6, 1.5)[0].sum()) / (2 * h)
+        numerical = -(
+            ewald_reciprocal(plus, cell, charges, 0.6, 1.5)[0].sum()
+            - ewald_reciprocal(minus, cell, charges, 0.6, 1.5)[0].sum()
+        ) / (2 * h)
         assert forces[i, a] == pytest.approx(numerical, abs=1e-8)
 
 

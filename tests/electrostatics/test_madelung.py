@@ -51,8 +51,7 @@ CRYSTALS = {
     "wurtzite": _wurtzite,
     "CaF2": _fluorite,
 }
-CHARGES = {"Na": 1.0, "Cl": -1.0, "Cs": 1.0, "Zn": 1.0, "S": -1.0, "O": -1.0,
-           "Ca": 2.0, "F": -1.0}
+CHARGES = {"Na": 1.0, "Cl": -1.0, "Cs": 1.0, "Zn": 1.0, "S": -1.0, "O": -1.0, "Ca": 2.0, "F": -1.0}
 
 
 def _rotation(seed):

@@ -23,14 +23,15 @@ def random_system(seed, n_atoms=24, neutral=True, length=9.0):
     while len(positions) < n_atoms:
         trial = rng.random(3) @ cell
         atoms_ = Atoms(positions=[*positions, trial], cell=cell, pbc=True)
-        if len(positions) == 0 or np.min(
-                atoms_.get_distances(len(positions), range(len(positions)), mic=True)) > 0.9:
+        if (
+            len(positions) == 0
+            or np.min(atoms_.get_distances(len(positions), range(len(positions)), mic=True)) > 0.9
+        ):
             positions.append(trial)
     charges = rng.normal(size=n_atoms)
     if neutral:
         charges -= charges.mean()
-    return Atoms("X" * n_atoms, positions=positions, cell=cell, pbc=True,
-                 charges=charges)
+    return Atoms("X" * n_atoms, positions=positions, cell=cell, pbc=True, charges=charges)
 
 
 def rms_force_error(f, f_ref):
@@ -51,8 +52,7 @@ def test_pme_matches_ewald(seed, neutral, order):
     accuracy = 1e-5
     atoms = random_system(seed, neutral=neutral)
     atoms.calc = Ewald(accuracy=1e-10)
-    ref = {k: atoms.calc.get_property(k, atoms) for k in ("energy", "forces", "stress",
-                                                          "energies")}
+    ref = {k: atoms.calc.get_property(k, atoms) for k in ("energy", "forces", "stress", "energies")}
     atoms.calc = PME(accuracy=accuracy, order=order)
     tol_f = accuracy * COULOMB_CONSTANT
     assert rms_force_error(atoms.get_forces(), ref["forces"]) < tol_f
@@ -62,7 +62,8 @@ def test_pme_matches_ewald(seed, neutral, order):
     assert np.abs(atoms.get_stress() - ref["stress"]).max() * atoms.get_volume() / n < 5 * tol_f
     assert np.abs(atoms.get_potential_energies() - ref["energies"]).max() < 5 * tol_f
     assert atoms.get_potential_energies().sum() == pytest.approx(
-        atoms.get_potential_energy(), rel=1e-12)
+        atoms.get_potential_energy(), rel=1e-12
+    )
 
 
 @pytest.mark.parametrize("order", [4, 6, 8])
@@ -158,8 +159,7 @@ def test_small_cell_smaller_than_cutoff():
     atoms.calc = Ewald(charges={"Na": 1.0, "Cl": -1.0}, alpha=0.3, cutoff=15.0, kcutoff=1.0)
     big = atoms.repeat((3, 2, 2))
     big.calc = Ewald(charges={"Na": 1.0, "Cl": -1.0}, alpha=0.3, cutoff=15.0, kcutoff=1.0)
-    assert big.get_potential_energy() == pytest.approx(12 * atoms.get_potential_energy(),
-                                                       rel=1e-10)
+    assert big.get_potential_energy() == pytest.approx(12 * atoms.get_potential_energy(), rel=1e-10)
     np.testing.assert_allclose(big.get_forces()[:2], atoms.get_forces(), atol=1e-9)
     np.testing.assert_allclose(big.get_stress(), atoms.get_stress(), atol=1e-10)
 

@@ -91,7 +91,8 @@ def test_tune_pme_meets_its_own_estimate_and_respects_fixed_values():
     assert fixed.cutoff == 7.0
     n, v = len(q), atoms.get_volume()
     assert real_space_error(7.0, fixed.alpha, float(q @ q), n, v) == pytest.approx(
-        0.8e-5 / math.sqrt(2.0), rel=1e-6)
+        0.8e-5 / math.sqrt(2.0), rel=1e-6
+    )
     by_alpha = tune_pme(cell, q, 1e-5, alpha=0.4)
     assert by_alpha.alpha == 0.4 and by_alpha.cutoff > 0
     by_mesh = tune_pme(cell, q, 1e-5, mesh=(20, 20, 20))
@@ -148,8 +149,9 @@ def test_tuners_accept_numpy_scalars():
 @pytest.mark.parametrize("tune", [tune_pme, tune_ewald])
 def test_tuners_validate_cell_and_charges(tune):
     name = tune.__name__
-    with pytest.raises(InvalidStructureError, match=f"{name}: 'cell' must be a \\(3, 3\\) array"
-                                                    ".*NaN or infinite"):
+    with pytest.raises(
+        InvalidStructureError, match=f"{name}: 'cell' must be a \\(3, 3\\) array.*NaN or infinite"
+    ):
         tune(np.full((3, 3), np.nan), np.ones(2))
     with pytest.raises(InvalidStructureError, match=f"{name}: 'cell' must be a \\(3, 3\\)"):
         tune(np.eye(2), np.ones(2))
@@ -161,8 +163,7 @@ def test_tuners_validate_cell_and_charges(tune):
         tune(np.eye(3) * 10, np.zeros(2))
     with pytest.raises(InvalidParameterError, match=f"{name}: 'alpha' must be None"):
         tune(np.eye(3) * 10, np.ones(2), alpha=float("nan"))
-    with pytest.raises(InvalidParameterError, match=f"{name}: 'accuracy' must be .*at least "
-                                                    "1e-15"):
+    with pytest.raises(InvalidParameterError, match=f"{name}: 'accuracy' must be .*at least 1e-15"):
         tune(np.eye(3) * 10, np.ones(2), 1e-300)
 
 
