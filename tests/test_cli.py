@@ -388,7 +388,7 @@ def test_errors_on_user_files_are_reported_without_traceback(
     def load(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(gapkit, "load", load)
+    monkeypatch.setattr(gapkit.estimator, "load", load)
     assert main(["eval", str(saved_model), str(files / "test.xyz")]) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected) and "Traceback" not in err
