@@ -28,7 +28,8 @@ from ._validation import Labels, is_bulk
 from .backend import resolve_device, to_numpy
 from .descriptors import SOAP
 from .exceptions import GapkitError, InvalidParameterError, ModelFileError, UnknownSpeciesError
-from .gp import StreamingQR, log_marginal_likelihood
+from .gp import StreamingQR
+from .gp import log_marginal_likelihood as _lml
 from .rows import NoiseModel, compute_rows, fold_structures
 
 __all__ = [
@@ -288,18 +289,40 @@ class FittedGAP:
         counts = dict(self.n_observations)
         n_new, log_new = fold_structures(solver, rows, backend, counts, rows_per_block=1)
         n_data, sum_log = self.n_data + n_new, self.sum_log_sigma + log_new
-        lml = log_marginal_likelihood(
-            solver, backend.asarray(self.sparse_cholesky), n_data=n_data, sum_log_sigma=sum_log
-        )
+        return self.with_solution(solver, counts, n_data, sum_log, backend=backend)
+
+    def with_solution(
+        self,
+        solver: StreamingQR,
+        n_observations: Mapping,
+        n_data: int,
+        sum_log_sigma: float,
+        *,
+        log_marginal_likelihood: float | None = None,
+        backend=None,
+        **changes,
+    ) -> FittedGAP:
+        """A new model with the weights and factors of ``solver`` (and ``changes``).
+
+        The log marginal likelihood is computed from the solver and the
+        (possibly changed) ``sparse_cholesky`` unless given.
+        """
+        backend = resolve_device("cpu") if backend is None else backend
+        if log_marginal_likelihood is None:
+            l_factor = changes.get("sparse_cholesky", self.sparse_cholesky)
+            log_marginal_likelihood = _lml(
+                solver, backend.asarray(l_factor), n_data=n_data, sum_log_sigma=sum_log_sigma
+            )
         return self.replace(
             coefficients=to_numpy(solver.solve()),
             r_factor=to_numpy(solver.r),
             qtb=to_numpy(solver.qtb),
             residual=solver.residual,
-            n_observations=counts,
+            n_observations=n_observations,
             n_data=n_data,
-            sum_log_sigma=sum_log,
-            log_marginal_likelihood=lml,
+            sum_log_sigma=sum_log_sigma,
+            log_marginal_likelihood=log_marginal_likelihood,
+            **changes,
         )
 
     # -------------------------------------------------------------- files

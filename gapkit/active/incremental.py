@@ -37,7 +37,7 @@ from ..backend import Backend, resolve_device, to_numpy
 from ..descriptors import StructureDescriptor
 from ..estimator import GAPRegressor
 from ..exceptions import InvalidParameterError
-from ..gp import StreamingQR, log_marginal_likelihood
+from ..gp import StreamingQR
 from ..hyperopt import optimize_hyperparameters
 from ..model import FittedGAP, delta_per_point, subtract_baseline
 from ..rows import StructureRows, fold_rows, rescale_noise, structure_rows
@@ -294,24 +294,13 @@ class IncrementalGAP:
         items = list(self._items(self._entries, fitted))
         n_data = int(sum(len(s) for _, _, s in items))
         sum_log = float(sum(np.sum(np.log(s)) for _, _, s in items))
-        if lml is None:
-            lml = log_marginal_likelihood(
-                solver, fitted.sparse_cholesky, n_data=n_data, sum_log_sigma=sum_log
-            )
         counts = {
             key: int(sum(e.rows.counts[key] for e in self._entries))
             for key in ("energy", "forces", "virial")
         }
         self._solver = solver
-        self.model.fitted_ = fitted.replace(
-            coefficients=to_numpy(solver.solve()),
-            r_factor=to_numpy(solver.r),
-            qtb=to_numpy(solver.qtb),
-            residual=solver.residual,
-            n_observations=counts,
-            n_data=n_data,
-            sum_log_sigma=sum_log,
-            log_marginal_likelihood=lml,
+        self.model.fitted_ = fitted.with_solution(
+            solver, counts, n_data, sum_log, log_marginal_likelihood=lml, backend=self._backend()
         )
 
     # ------------------------------------------------------------- updates
