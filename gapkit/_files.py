@@ -65,6 +65,11 @@ def check_output_path(path, owner: str, *, overwrite: bool = True) -> Path:
         raise InvalidParameterError(
             f"{owner}: cannot write {str(path)!r}: directory {str(parent)!r} is not writable."
         )
+    if path.exists() and not path.is_file():
+        raise InvalidParameterError(
+            f"{owner}: {str(path)!r} exists and is not a regular file (a device, a FIFO or a "
+            "socket); it is left untouched."
+        )
     if path.exists():
         if not overwrite:
             raise InvalidParameterError(f"{owner}: {str(path)!r} exists already.")
@@ -78,8 +83,8 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], owner: str) -> Path:
 
     The temporary file lives in the target's directory (so the rename is
     atomic), is synced before the rename and removed on any failure; the
-    result has mode ``0o666 & ~umask``. An existing file at ``path`` is
-    untouched until the new one is complete.
+    result has the mode of the file it replaces, or ``0o666 & ~umask``. An
+    existing file at ``path`` is untouched until the new one is complete.
     """
     path = check_output_path(path, owner)
     parent = path.parent if str(path.parent) else Path(".")
@@ -89,7 +94,9 @@ def atomic_write(path, write: Callable[[IO[bytes]], None], owner: str) -> Path:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        # a file that is replaced keeps its mode; a new one gets the umask's
+        mode = path.stat().st_mode & 0o777 if path.is_file() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException as err:
         if os.path.exists(tmp):

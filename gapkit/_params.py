@@ -59,9 +59,9 @@ GAP_CONSTRAINTS: dict[str, tuple[Callable, str]] = {
     "e0": (
         lambda v: (
             (isinstance(v, str) and v in ("fit", "zero"))
-            or (isinstance(v, Mapping) and all(_finite(x) for x in v.values()))
+            or (isinstance(v, Mapping) and all(_finite(x) and abs(x) <= 1e9 for x in v.values()))
         ),
-        "'fit', 'zero' or a dict of finite energies per species",
+        "'fit', 'zero' or a dict of finite energies per species (|e0| <= 1e9 eV)",
     ),
     "jitter": (lambda v: _finite(v) and 0 <= v < 1, "a number in [0, 1)"),
     "energy_key": (lambda v: v is None or isinstance(v, str), "a string or None"),

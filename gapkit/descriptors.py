@@ -83,6 +83,8 @@ class _CentrePairs(NamedTuple):
 #: Largest radial cutoff (Å) accepted: beyond it a neighbour list of any dense
 #: material holds millions of pairs per atom.
 MAX_CUTOFF = 50.0
+#: Largest radial basis accepted (the GTO basis set-up is O(n_max^3) in memory).
+MAX_N_MAX = 32
 
 
 @dataclass
@@ -199,8 +201,8 @@ class SOAP(BaseEstimator):
 
         if not (real(self.r_cut) and 0 < self.r_cut <= MAX_CUTOFF):
             bad("r_cut", f"a positive number of Å, at most {MAX_CUTOFF:g}")
-        if not (isinstance(self.n_max, (int, np.integer)) and self.n_max >= 2):
-            bad("n_max", "an integer >= 2")
+        if not (isinstance(self.n_max, (int, np.integer)) and 2 <= self.n_max <= MAX_N_MAX):
+            bad("n_max", f"an integer between 2 and {MAX_N_MAX}")
         if not (isinstance(self.l_max, (int, np.integer)) and 0 <= self.l_max <= 20):
             bad("l_max", "an integer between 0 and 20")
         if not (real(self.sigma) and 0 < self.sigma <= self.r_cut):

@@ -11,6 +11,7 @@ prediction reads.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from ase import Atoms
@@ -34,7 +35,7 @@ from .exceptions import (
 )
 from .gp import StreamingQR, log_marginal_likelihood
 from .hyperopt import optimize_hyperparameters
-from .io import read_model_file, write_model_file
+from .io import MAX_ARRAY_ELEMENTS, is_model_file, read_model_file, write_model_file
 from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
 from .model import MODEL_ARRAYS, FittedGAP, copy_baseline, delta_per_point, subtract_baseline
 from .rows import NoiseModel, compute_rows, fold_structures
@@ -477,7 +478,13 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         if not pairs:
             raise MissingLabelError(f"GAPRegressor.calibrate: no {on} labels to calibrate on.")
         errors, stds = (np.concatenate(x) for x in zip(*pairs, strict=True))
-        self.fitted_ = fitted.replace(std_scale=float(calibration_metrics(errors, stds)["scale"]))
+        scale = float(calibration_metrics(errors, stds)["scale"])
+        if not (np.isfinite(scale) and scale > 0):
+            raise MissingLabelError(
+                f"GAPRegressor.calibrate: the {on} errors give no scale "
+                f"({scale}): are the labels the model's own predictions?"
+            )
+        self.fitted_ = fitted.replace(std_scale=scale)
         return self
 
     # -------------------------------------------------------- utilities
@@ -490,16 +497,14 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
     def save(self, path) -> None:
         """Write the fitted model to ``path`` (JSON header and arrays, no pickle;
         see :func:`gapkit.load`). An existing file is replaced only once the new
-        one is complete."""
+        one is complete, and only if it is a gapkit model."""
         state, arrays = self._fitted().to_file_state()
+        _check_save(state, arrays, path)
         params = self.get_params(deep=False)
-        # the baseline is stored as fitted; where the fit ran is not part of the model
-        params.update(
-            descriptor=None if self.descriptor is None else self.descriptor.get_params(),
-            baseline=None,
-            scheduler=None,
-        )
-        write_model_file(path, {"model": state, "params": _json_params(params)}, arrays)
+        # the baseline is stored as fitted; where and how it ran is not part of the model
+        params.update(descriptor=_descriptor_params(self.descriptor), baseline=None)
+        params.update(scheduler=None, n_jobs=1, verbose=False)
+        write_model_file(path, _json_params({"model": state, "params": params}), arrays)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -508,7 +513,9 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         return tags
 
 
-def load(path, device: str | None = None) -> GAPRegressor:
+def load(
+    path, device: str | None = None, *, max_elements: int = MAX_ARRAY_ELEMENTS
+) -> GAPRegressor:
     """Read a model written by :meth:`GAPRegressor.save`.
 
     Parameters
@@ -516,7 +523,12 @@ def load(path, device: str | None = None) -> GAPRegressor:
     path : str or path-like
     device : {"cpu", "cuda", "auto"}, optional
         Where the loaded model computes; by default the ``device`` it was
-        saved with (the arrays are stored on the host).
+        saved with (the arrays are stored on the host). Other execution
+        settings (``scheduler``, ``n_jobs``, ``verbose``) are never taken from
+        a file: they start at their defaults.
+    max_elements : int, default=gapkit.io.MAX_ARRAY_ELEMENTS
+        The most elements one array of the file may have (2**28, 2 GiB of
+        float64; twice that in all); raise it only for a large model you trust.
 
     Returns
     -------
@@ -531,14 +543,17 @@ def load(path, device: str | None = None) -> GAPRegressor:
         Not a gapkit model, damaged, truncated, crafted (sizes beyond the
         limits, checksums that do not match) or written by a newer gapkit.
     """
-    header, arrays = read_model_file(path, expected=MODEL_ARRAYS)
+    header, arrays = read_model_file(
+        path, expected=MODEL_ARRAYS, exclusive=True, max_elements=max_elements
+    )
     if not isinstance(header.get("model"), dict) or not isinstance(header.get("params"), dict):
         raise ModelFileError(f"{path}: the header has no 'model' and 'params' tables.")
     fitted = FittedGAP.from_file_state(header["model"], arrays, str(path))
     params = dict(header["params"])
+    for name in ("scheduler", "n_jobs", "verbose", "baseline"):  # never from a file
+        params.pop(name, None)
     try:
         descriptor = params.pop("descriptor", None)
-        params.pop("baseline", None)
         model = GAPRegressor(
             descriptor=None if descriptor is None else SOAP(**descriptor), **params
         )
@@ -564,8 +579,40 @@ def _check_listed(frames, species: list[str], owner: str) -> None:
 
 
 def _json_params(params: dict) -> dict:
-    """Constructor parameters as JSON values (tuples to lists)."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    """Constructor parameters as JSON values (tuples to lists, NumPy scalars to Python)."""
+
+    def plain(v):
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in params.items()}
+
+
+def _descriptor_params(descriptor) -> dict | None:
+    return None if descriptor is None else _json_params(descriptor.get_params())
+
+
+def _check_save(state: dict, arrays: dict, path) -> None:
+    """Refuse to write a model that ``load`` would refuse (e.g. a zero std scale
+    or an infinite residual), or over a file that is not a gapkit model."""
+    if Path(path).is_file() and not is_model_file(path):
+        raise InvalidParameterError(
+            f"GAPRegressor.save: {str(path)!r} exists and is not a gapkit model file; it "
+            "is left untouched: remove it or save elsewhere."
+        )
+    try:
+        FittedGAP.from_file_state(_json_params(state), arrays, str(path))
+    except ModelFileError as err:
+        reason = str(err).split(": ", 1)[-1]
+        raise InvalidParameterError(
+            f"GAPRegressor.save: the fitted model would not load back ({reason}); "
+            "nothing was written."
+        ) from None
 
 
 def _seed(random_state) -> int:

@@ -73,6 +73,7 @@ __all__ = [
     "write_model_file",
     "read_model_file",
     "read_structures",
+    "is_model_file",
     "SCHEMA_VERSION",
     "MAX_ARRAY_ELEMENTS",
     "MAX_HEADER_BYTES",
@@ -524,7 +525,11 @@ def _read_array(
 
 
 def read_model_file(
-    path, *, expected: dict[str, int] | None = None, max_elements: int = MAX_ARRAY_ELEMENTS
+    path,
+    *,
+    expected: dict[str, int] | None = None,
+    exclusive: bool = False,
+    max_elements: int = MAX_ARRAY_ELEMENTS,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     """Read a model file written by :func:`write_model_file`, checking everything.
 
@@ -541,10 +546,12 @@ def read_model_file(
         The model file. Error messages name it as given.
     expected : dict of str to int, optional
         Arrays that must be present, mapped to their number of dimensions.
-        Arrays in the file but not in ``expected`` are read too.
+    exclusive : bool, default=False
+        With ``expected``, refuse (never read) any other array in the file.
     max_elements : int, default=MAX_ARRAY_ELEMENTS
         The largest number of elements one array may have (2**28 by default,
-        i.e. 2 GiB of float64). Raise it only for a file you trust.
+        i.e. 2 GiB of float64); all arrays together may have twice as many.
+        Raise it only for a file you trust.
 
     Returns
     -------
@@ -626,11 +633,15 @@ def read_model_file(
                 f"or truncated ({err})."
             ) from err
         with zf:
-            return _read_zip(zf, shown, expected, limit)
+            return _read_zip(zf, shown, expected, limit, exclusive)
 
 
 def _read_zip(
-    zf: zipfile.ZipFile, shown: str, expected: dict[str, int] | None, max_elements: int
+    zf: zipfile.ZipFile,
+    shown: str,
+    expected: dict[str, int] | None,
+    max_elements: int,
+    exclusive: bool = False,
 ) -> tuple[dict, dict[str, np.ndarray]]:
     names = set(zf.namelist())
     if _HEADER_MEMBER not in names:
@@ -671,6 +682,18 @@ def _read_zip(
     declared = {
         name: _check_entry(name, entry, shown, max_elements) for name, entry in entries.items()
     }
+    if exclusive and expected is not None and set(declared) - set(expected):
+        extra = sorted(set(declared) - set(expected))
+        raise ModelFileError(
+            f"{shown!r}: the file holds arrays this model does not have "
+            f"({', '.join(repr(n) for n in extra)}): it is not a gapkit model of this version."
+        )
+    total = sum(int(np.prod(shape, dtype=object)) for shape, _, _ in declared.values())
+    if total > 2 * max_elements:
+        raise ModelFileError(
+            f"{shown!r}: the arrays declare {total} elements in all, above twice the limit "
+            f"of {max_elements} per array; raise max_elements only for a file you trust."
+        )
     for name, ndim in (expected or {}).items():
         if name not in declared:
             raise ModelFileError(
@@ -689,6 +712,23 @@ def _read_zip(
 
 
 # --------------------------------------------------------------------------- earlier layout
+
+
+def is_model_file(path) -> bool:
+    """True when ``path`` is a regular file that starts as a gapkit model file does
+    (a zip archive holding a gapkit header). Reads at most the header."""
+    p = Path(path)
+    if not p.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(p) as zf:
+            if _HEADER_MEMBER not in zf.namelist():
+                return False
+            blob = _read_small(zf, _member(zf, _HEADER_MEMBER, str(p)), MAX_HEADER_BYTES, str(p))
+        envelope = json.loads(blob.decode("utf-8"))
+    except (ModelFileError, zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+    return isinstance(envelope, dict) and envelope.get("format") == _FORMAT
 
 
 def read_structures(path, index: str = ":") -> list:

@@ -15,8 +15,8 @@ results.
 
 from __future__ import annotations
 
-import itertools
 import math
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -24,6 +24,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols
 
+from ._params import MAX_DELTA
 from ._validation import Labels, is_bulk
 from .backend import resolve_device, to_numpy
 from .descriptors import SOAP
@@ -41,7 +42,11 @@ __all__ = [
     "delta_per_point",
 ]
 
-_versions = itertools.count(1)
+
+def _new_version() -> str:
+    """A version unique across processes (a pickled model keeps its own)."""
+    return uuid.uuid4().hex
+
 
 #: Arrays of a model file and their number of dimensions.
 MODEL_ARRAYS = {
@@ -105,8 +110,9 @@ class FittedGAP:
         Fitted baseline, subtracted from the labels and added to predictions.
     random_state : int or None
         Seed of the sparse-point selection.
-    version : int
-        Unique for every fitted model of this process.
+    version : str
+        Unique for every fitted model (a random UUID): a calculator compares it
+        to know whether its cached results are still the model's.
     """
 
     descriptor: SOAP
@@ -132,7 +138,7 @@ class FittedGAP:
     std_scale: float = 1.0
     baseline: object = None
     random_state: int | None = None
-    version: int = field(default_factory=lambda: next(_versions))
+    version: str = field(default_factory=_new_version)
 
     def __post_init__(self):
         put = object.__setattr__
@@ -176,7 +182,7 @@ class FittedGAP:
 
     def replace(self, **changes) -> FittedGAP:
         """A new fitted model with some fields changed (and a new version)."""
-        return replace(self, version=next(_versions), **changes)
+        return replace(self, version=_new_version(), **changes)
 
     # ------------------------------------------------------------- checks
     def check_species(self, frames: Sequence[Atoms], owner: str) -> None:
@@ -493,6 +499,19 @@ class FittedGAP:
             a["delta"], delta_per_point(hyper["delta"], z)
         ):
             raise bad("array 'delta' does not match hyperparameters['delta']")
+        if np.any(a["delta"] > MAX_DELTA) or any(v > MAX_DELTA for v in hyper["delta"].values()):
+            raise bad(f"'delta' above {MAX_DELTA:g} eV")
+        norms = np.linalg.norm(a["sparse_features"], axis=1) if m else np.ones(0)
+        if not np.allclose(norms, 1.0, rtol=0, atol=1e-6):
+            raise bad("the sparse features are not unit vectors (normalised descriptors)")
+        for name, lower in (("r_factor", False), ("sparse_cholesky", True)):
+            x = a[name]
+            if x.shape == (m, m):
+                off = np.tril(x, -1) if not lower else np.triu(x, 1)
+                diag = np.abs(np.diag(x))
+                if np.any(off != 0) or np.any(diag <= 0):
+                    kind = "lower" if lower else "upper"
+                    raise bad(f"array {name!r} is not {kind} triangular with a non-zero diagonal")
         try:
             return cls(
                 descriptor=descriptor,

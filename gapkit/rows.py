@@ -107,7 +107,7 @@ class NoiseModel:
                         f"'config_type_sigma'[{ct!r}] must be a dict with keys from "
                         f"{list(_KEYS)}; got {entry!r}."
                     )
-                table[ct] = {
+                table[str(ct)] = {
                     k: _positive(v, f"config_type_sigma[{ct!r}][{k!r}]") for k, v in entry.items()
                 }
             object.__setattr__(self, "config_type_sigma", table)
@@ -139,7 +139,9 @@ class NoiseModel:
         sig = {k: getattr(self, f"sigma_{k}") for k in _KEYS}
         default = dict.fromkeys(_KEYS, True)
         ct = atoms.info.get("config_type")
-        if self.config_type_sigma and isinstance(ct, str) and ct in self.config_type_sigma:
+        # extxyz gives config_type=5 as an int; JSON and TOML keys are strings
+        ct = None if ct is None else str(ct)
+        if self.config_type_sigma and ct in self.config_type_sigma:
             sig.update(self.config_type_sigma[ct])
             default.update(dict.fromkeys(self.config_type_sigma[ct], False))
         for key in _KEYS:
@@ -150,7 +152,10 @@ class NoiseModel:
                 default[key] = False
         force = np.full((len(atoms), 3), sig["force"])
         if "force_atom_sigma" in atoms.arrays:
-            per_atom = np.asarray(atoms.arrays["force_atom_sigma"], dtype=float).reshape(-1)
+            try:
+                per_atom = np.asarray(atoms.arrays["force_atom_sigma"], dtype=float).reshape(-1)
+            except (TypeError, ValueError):
+                per_atom = np.full(1, np.nan)
             if per_atom.shape != (len(atoms),) or not np.all(
                 np.isfinite(per_atom) & (per_atom > 0)
             ):

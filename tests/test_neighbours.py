@@ -43,3 +43,31 @@ def test_same_pairs_as_ase(atoms, cutoff):
         atoms.positions[ours[1]] + ours[2] @ atoms.cell.array - atoms.positions[ours[0]],
         atol=1e-10,
     )
+
+
+@pytest.mark.parametrize("k, m", [(7, 5), (1000, 777)])
+def test_skewed_basis_gives_the_same_pairs_quickly(k, m):
+    """A strongly skewed basis of the same lattice (a2 + 1000 a1, ...) used to make
+    the cell-list search take minutes; the pairs, vectors and shifts (in the given
+    basis) are those of the reduced description."""
+    import time
+
+    from ase.build import bulk
+
+    cube = bulk("Cu", "fcc", a=3.6, cubic=True)
+    cube.rattle(0.05, seed=1)
+    c = cube.cell.array
+    skew = cube.copy()
+    skew.set_cell([c[0], c[1] + k * c[0], c[2] - m * c[1]], scale_atoms=False)
+    t0 = time.perf_counter()
+    i, j, vec, shift = neighbour_pairs(skew, 4.5)
+    assert time.perf_counter() - t0 < 5.0
+    i0, j0, vec0, _ = neighbour_pairs(cube, 4.5)
+
+    def key(i, j, v):
+        return sorted(zip(i.tolist(), j.tolist(), np.round(v, 8).tolist(), strict=True))
+
+    assert key(i, j, vec) == key(i0, j0, vec0)
+    np.testing.assert_allclose(
+        skew.positions[j] + shift @ skew.cell.array - skew.positions[i], vec, atol=1e-8
+    )

@@ -155,8 +155,9 @@ class IncrementalGAP:
     workers (``n_jobs``), never on Dask (``scheduler`` is only used by the
     initial ``fit``).
 
-    Do not call ``fit`` or ``partial_fit`` on the wrapped model while it is
-    wrapped: the cache would no longer describe it.
+    Do not call ``fit``, ``partial_fit`` or ``calibrate`` on the wrapped model
+    while it is wrapped: the cache would no longer describe it, and the next
+    update refuses (``InvalidParameterError``).
 
     Parameters
     ----------
@@ -299,9 +300,20 @@ class IncrementalGAP:
             for key in ("energy", "forces", "virial")
         }
         self._solver = solver
-        self.model.fitted_ = fitted.with_solution(
+        self.model.fitted_ = fitted = fitted.with_solution(
             solver, counts, n_data, sum_log, log_marginal_likelihood=lml, backend=self._backend()
         )
+        self._version = fitted.version
+
+    def _check_current(self, owner: str) -> None:
+        """Refuse to update a model that was changed outside this object (its
+        ``fit``, ``partial_fit`` or ``calibrate``): the cache no longer describes it."""
+        if self.model.fitted_.version != self._version:
+            raise InvalidParameterError(
+                f"{owner}: the wrapped model was changed outside IncrementalGAP (fit, "
+                "partial_fit or calibrate), so the cached rows no longer describe it; wrap "
+                "it again: IncrementalGAP(model, all_structures)."
+            )
 
     # ------------------------------------------------------------- updates
     def add_structures(self, frames: Sequence[Atoms], y=None) -> IncrementalGAP:
@@ -322,6 +334,7 @@ class IncrementalGAP:
         -------
         self : IncrementalGAP
         """
+        self._check_current("IncrementalGAP.add_structures")
         frames = check_structures(frames, "IncrementalGAP.add_structures")
         new = self._compute_entries(frames, y, "IncrementalGAP.add_structures")
         fitted = self.model.fitted_
@@ -361,6 +374,7 @@ class IncrementalGAP:
             On any failure (e.g. ``K_MM`` not positive definite) the model and
             the cache are left as they were.
         """
+        self._check_current("IncrementalGAP.add_sparse_points")
         fitted = self.model.fitted_
         q = np.asarray(to_numpy(features), dtype=float)
         if q.ndim == 1:
@@ -431,6 +445,7 @@ class IncrementalGAP:
         cached ones (no descriptor work), but every trial is one QR of all of
         them. Needs ``model.optimize`` (True or a list of names).
         """
+        self._check_current("IncrementalGAP.optimize_hyperparameters")
         model = self.model
         if not model.optimize:
             raise InvalidParameterError(

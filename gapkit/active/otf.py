@@ -6,6 +6,7 @@ import io
 import os
 import re
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from ase.io import read, write
 from ase.md.verlet import VelocityVerlet
 from sklearn.base import clone
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: runs are not locked
+    fcntl = None
+
 from .._files import atomic_write, check_output_path
+from ..estimator import GAPRegressor
 from ..exceptions import InvalidParameterError, InvalidStructureError
 from .incremental import IncrementalGAP, most_uncertain_environments
 from .selection import label_structures
@@ -137,10 +144,24 @@ class OnTheFlyLearner:
         n_sparse_add: int = 10,
         min_interval: int = 1,
     ):
-        if not (threshold > 0):
+        if not isinstance(model, GAPRegressor):
             raise InvalidParameterError(
-                f"OnTheFlyLearner: 'threshold' must be positive; got {threshold!r}."
+                f"OnTheFlyLearner: 'model' must be a GAPRegressor; got {type(model).__name__}."
             )
+        if not (_real(threshold) and np.isfinite(threshold) and threshold > 0):
+            raise InvalidParameterError(
+                f"OnTheFlyLearner: 'threshold' must be a positive finite number; got {threshold!r}."
+            )
+        for name, value in (
+            ("checkpoint_interval", checkpoint_interval),
+            ("min_interval", min_interval),
+        ):
+            if not (
+                isinstance(value, (int, np.integer)) and not isinstance(value, bool) and value >= 1
+            ):
+                raise InvalidParameterError(
+                    f"OnTheFlyLearner: {name!r} must be an integer >= 1; got {value!r}."
+                )
         if not (isinstance(n_sparse_add, (int, np.integer)) and n_sparse_add >= 0):
             raise InvalidParameterError(
                 f"OnTheFlyLearner: 'n_sparse_add' must be an integer >= 0; got {n_sparse_add!r}."
@@ -290,7 +311,25 @@ class OnTheFlyLearner:
             cut short); the message names the file, the frame and the line.
             No file is changed.
         """
+        if not (
+            isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and steps >= 0
+        ):
+            raise InvalidParameterError(
+                f"OnTheFlyLearner.run: 'steps' must be an integer >= 0; got {steps!r}."
+            )
+        with _exclusive(self.data_path):
+            return self._run(atoms, steps, timestep, dynamics, dynamics_kwargs)
+
+    def _run(self, atoms, steps, timestep, dynamics, dynamics_kwargs) -> OnTheFlyResult:
         labelled, complete, checkpoint = self._check_files()
+        seen = [int(a.info.get("otf_step", 0)) for a in labelled]
+        for k in range(1, len(seen)):
+            if seen[k] <= seen[k - 1]:
+                raise InvalidStructureError(
+                    f"OnTheFlyLearner.run: {str(self.data_path)!r}, frame {k + 1} (counted "
+                    f"from 1) has otf_step {seen[k]}, not after {seen[k - 1]}: a duplicated "
+                    "or reordered frame (two runs on one file?). Nothing was changed."
+                )
         step, calls = 0, 0
         atoms = atoms.copy()
         if labelled:  # resume: no reference call, the model is rebuilt from the data
@@ -436,6 +475,36 @@ def _scan_frames(raw: bytes, key: str) -> tuple[list[tuple[int, int, int]], int]
         offset += size
         i += n_atoms + 2
     return frames, offset
+
+
+def _real(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+@contextmanager
+def _exclusive(data_path: Path):
+    """Hold an exclusive lock beside the data file while a run uses it, so that two
+    runs on the same file (which would write every structure twice) cannot overlap."""
+    lock_path = data_path.with_name(data_path.name + ".lock")
+    if fcntl is None:
+        yield
+        return
+    try:
+        fh = open(lock_path, "a")  # noqa: SIM115 - held for the whole run
+    except OSError:
+        yield  # a directory we cannot write: the data-file checks report it
+        return
+    try:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise InvalidParameterError(
+                f"OnTheFlyLearner.run: another run is using {str(data_path)!r} (lock "
+                f"{str(lock_path)!r}); wait for it to end or use another data_path."
+            ) from err
+        yield
+    finally:
+        fh.close()
 
 
 def read_run_data(path, owner: str, *, key: str) -> tuple[list[Atoms], int]:

@@ -20,6 +20,7 @@ from ase.io import read, write
 from sklearn.base import clone
 
 from .._files import check_output_path
+from .._validation import check_structures
 from ..config import build_model, check_model_output
 from ..exceptions import InvalidParameterError
 from .incremental import IncrementalGAP, most_uncertain_environments
@@ -278,6 +279,7 @@ def run_learning(config: dict, *, log=print):
             f"{_OWNER}: 'model' must be a table of GAPRegressor parameters; got {model_spec!r:.60}."
         )
     model = build_model(model_spec)
+    check_model_settings(model, f"{_OWNER}: 'model'")
     reference = reference_calculator(config.pop("reference", {"name": "emt"}))
     output = _path(config, "output", "learn_data.xyz")
     model_output = _path(config, "model_output", output.with_suffix(".gap"))
@@ -304,6 +306,8 @@ def _run_otf(config: dict, model, reference, output: Path, model_output: Path, l
             "(e.g. {'bulk': 'Cu', 'cubic': true, 'repeat': [2, 2, 2]})."
         )
     atoms = _structure(config.pop("structure"))
+    check_structures([atoms], f"{_OWNER}: 'structure'")
+    _check_species_of(model, [atoms], "'structure'")
     temperature = _number(config, "temperature_K", 300.0, minimum=0, unit="K")
     seed = _number(config, "seed", 0, integer=True, minimum=0)
     threshold = _number(config, "threshold", 0.1, minimum=0, strict=True)
@@ -404,6 +408,10 @@ def _run_pool(config: dict, model, reference, output: Path, log):
             )
         taken.append(int(index))
     drop_partial_frame(output, complete, f"{_OWNER} 'output'")
+    check_structures(pool, f"{_OWNER}: 'pool'")
+    _check_species_of(model, pool, "'pool'")
+    # rounds count in total, as steps do in otf mode: a resumed run does the rest
+    done = max(0, -(-(len(taken) - initial) // batch)) if labelled else 0
     if not labelled:
         start = np.random.default_rng(seed).permutation(len(pool))[:initial].tolist()
         labelled = _label_and_append(pool, start, reference, output)
@@ -411,7 +419,7 @@ def _run_pool(config: dict, model, reference, output: Path, log):
         log(f"labelled {len(start)} random structures to start")
     incremental = IncrementalGAP(clone(model), labelled) if update == "incremental" else None
     final = model
-    for r in range(rounds):
+    for r in range(done, rounds):
         final = incremental.model if incremental else clone(model).fit(labelled)
         if len(taken) + batch > len(pool):
             break
@@ -428,6 +436,35 @@ def _run_pool(config: dict, model, reference, output: Path, log):
             )
             incremental.add_structures(new)
     return incremental.model if incremental else clone(model).fit(labelled)
+
+
+def check_model_settings(model, owner: str) -> None:
+    """Check a model's parameters (and its descriptor's) before any reference call:
+    a bad setting found after hours of reference calculations wastes them."""
+    from .._params import GAP_CONSTRAINTS, validate_params
+    from ..backend import resolve_device
+
+    validate_params(model.get_params(deep=False), GAP_CONSTRAINTS, owner)
+    if model.descriptor is not None:  # validates the SOAP settings (species or not)
+        soap = clone(model.descriptor)
+        if soap.species is None:
+            soap.set_params(species=["H"])
+        soap.n_features  # noqa: B018
+    resolve_device(model.device, owner)
+
+
+def _check_species_of(model, frames, what: str) -> None:
+    species = None if model.descriptor is None else model.descriptor.species
+    if species is None:
+        return
+    listed = set(model.descriptor.species_symbols)
+    for k, atoms in enumerate(frames):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - listed)
+        if unknown:
+            raise InvalidParameterError(
+                f"{_OWNER}: {what} structure {k} contains {', '.join(unknown)}, which the "
+                f"model's descriptor species ({', '.join(sorted(listed))}) do not include."
+            )
 
 
 def _label_and_append(pool, indices, reference, output: Path) -> list:
