@@ -174,6 +174,9 @@ def read_labels(
 
     def lookup(key, store, name, fallbacks):
         if key is not None:
+            if key not in store and key == name and _from_calc(atoms, name) is not None:
+                # ase.io puts extxyz's energy=/forces=/stress= into the calculator
+                return _from_calc(atoms, name), f"calculator result {name!r}"
             return store.get(key), repr(key)
         value = _from_calc(atoms, name)
         if value is not None:
@@ -252,7 +255,10 @@ def read_training_labels(frames: Sequence[Atoms], y, keys: tuple, owner: str) ->
         (forces_key, "arrays", "forces"),
         (stress_key, "info", "stress"),
     ):
-        if key is not None and not any(key in getattr(a, store) for a in frames):
+        if key is not None and not any(
+            key in getattr(a, store) or (key == name and _from_calc(a, name) is not None)
+            for a in frames
+        ):
             seen = sorted({k for a in frames for k in getattr(a, store)})
             raise MissingLabelError(
                 f"{owner}: {name}_key={key!r} is not in atoms.{store} of any structure "

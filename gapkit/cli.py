@@ -117,7 +117,20 @@ def _cmd_eval(args) -> int:
     _check_input(args.calibrate, "--calibrate")
     if args.output is not None:
         check_model_output(args.output, "-o/--output")
-    for plot, option in ((args.plot, "--plot"), (args.plot_calibration, "--plot-calibration")):
+    outputs = [
+        (args.output, "-o/--output"),
+        (args.plot, "--plot"),
+        (args.plot_calibration, "--plot-calibration"),
+    ]
+    given = [(Path(p).resolve(), o) for p, o in outputs if p is not None]
+    for k, (path, option) in enumerate(given):
+        for other_path, other in given[:k]:
+            if path == other_path:
+                raise InvalidParameterError(
+                    f"gapkit eval: {other} and {option} are the same file {str(path)!r}; "
+                    "one would overwrite the other."
+                )
+    for plot, option in outputs[1:]:
         if plot is not None:
             _check_png_output(plot, option)
     model = load(args.model, device=args.device)

@@ -241,3 +241,31 @@ def test_otf_arguments_are_checked(tmp_path, kwargs, match):
         OnTheFlyLearner(GAPRegressor(small_soap()), EMT(), data_path=tmp_path / "d.xyz", **kwargs)
     with pytest.raises(InvalidParameterError, match="'model' must be a GAPRegressor"):
         OnTheFlyLearner("x", EMT(), data_path=tmp_path / "d.xyz")
+
+
+# the key ASE itself uses names the calculator result (extxyz energy=, forces=)
+def test_explicit_key_equal_to_the_property_reads_the_calculator(cuau_frames):
+    model = GAPRegressor(small_soap(), n_sparse=10, energy_key="energy", forces_key="forces")
+    model.fit(cuau_frames[:3])
+    assert model.n_observations_["energy"] == 3 and model.n_observations_["forces"] == 3 * 48
+
+
+# eval -o and --plot on one path: the plot would overwrite the calibrated model
+def test_eval_refuses_one_path_for_two_outputs(model, cuau_frames, tmp_path, capsys):
+    model.save(tmp_path / "m.gap")
+    write(tmp_path / "v.xyz", cuau_frames[6:8])
+    same = str(tmp_path / "same.png")
+    argv = [
+        "eval",
+        str(tmp_path / "m.gap"),
+        str(tmp_path / "v.xyz"),
+        "--calibrate",
+        str(tmp_path / "v.xyz"),
+        "-o",
+        same,
+        "--plot",
+        same,
+    ]
+    assert main(argv) == 2
+    assert "are the same file" in capsys.readouterr().err
+    assert not os.path.exists(same)
