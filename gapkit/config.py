@@ -175,8 +175,8 @@ def check_model_output(path, owner: str):
 
     The directory must exist and be writable (see
     :func:`gapkit._files.check_output_path`), and an existing file there must
-    be a gapkit model (it is replaced): a data file, a plot or anything else
-    is refused rather than overwritten.
+    be a gapkit model (it is replaced; only its header is read): a data file,
+    a plot or anything else is refused rather than overwritten.
 
     Parameters
     ----------
@@ -194,16 +194,12 @@ def check_model_output(path, owner: str):
     InvalidParameterError
         The path cannot be written, or holds a file that is not a gapkit model.
     """
-    from .estimator import load
+    from .io import is_model_file
 
     path = check_output_path(path, owner)
-    if path.exists() and path.stat().st_size > 0:
-        try:
-            load(path)
-        except Exception as err:  # noqa: BLE001 - anything unreadable is refused
-            raise InvalidParameterError(
-                f"{owner}: {str(path)!r} exists and is not a gapkit model file (or one this "
-                "gapkit cannot read); it is left untouched: remove it or write the model "
-                "elsewhere."
-            ) from err
+    if path.exists() and not is_model_file(path):
+        raise InvalidParameterError(
+            f"{owner}: {str(path)!r} exists and is not a gapkit model file; it is left "
+            "untouched: remove it or write the model elsewhere."
+        )
     return path

@@ -492,7 +492,9 @@ def _exclusive(data_path: Path):
     try:
         fh = open(lock_path, "a")  # noqa: SIM115 - held for the whole run
     except OSError:
-        yield  # a directory we cannot write: the data-file checks report it
+        fh = None  # a directory we cannot write: the data-file checks report it
+    if fh is None:
+        yield
         return
     try:
         try:
