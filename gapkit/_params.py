@@ -74,6 +74,10 @@ GAP_CONSTRAINTS: dict[str, tuple[Callable, str]] = {
         ),
         f"a bool or a list from {list(OPTIMIZABLE)}",
     ),
+    "cv": (
+        lambda v: v is None or (_integer(v) and v >= 1),
+        "an integer >= 1 (folds of the cross-validated std scales; 1 or None: none)",
+    ),
     "scheduler": (lambda v: v is None or isinstance(v, str), "'local', an address or None"),
     "n_jobs": (lambda v: v is None or (_integer(v) and v != 0), "a non-zero integer or None"),
     "device": (lambda v: v in DEVICES, f"one of {list(DEVICES)}"),

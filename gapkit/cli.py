@@ -102,11 +102,116 @@ def _cmd_fit(args) -> int:
     return 0
 
 
+def _format_std_scales(model, digits: int = 4) -> str:
+    """The std scales per kind as text: ``energy 6.57, forces 8.31, stress 9.68``."""
+    return ", ".join(f"{k} {v:.{digits}g}" for k, v in model.std_scale_.items())
+
+
+_METHODS = {
+    "cross-validation": "fitted by {n_folds}-fold cross-validation over the training structures",
+    "validation": "fitted on validation structures (calibrate)",
+    "none": "unscaled: the GP's own stds",
+}
+
+
+def _calibration_source(model, calibrated_on=None) -> str:
+    """How the std scales were obtained (``calibration_``), with the kinds that
+    borrowed or kept a scale."""
+    info = model.calibration_
+    how = _METHODS.get(info.get("method"), "how they were obtained is not recorded")
+    how = how.format(n_folds=info.get("n_folds"))
+    if calibrated_on is not None:
+        how = f"fitted on {calibrated_on} by --calibrate"
+    notes = [
+        f"{kind}: no held-out labels, " + (f"scale of {source}" if source else "1")
+        for kind, source in info.get("borrowed", {}).items()
+    ]
+    if info.get("kept"):
+        notes.append(f"{', '.join(info['kept'])}: previous scale kept")
+    return "; ".join([how, *notes])
+
+
+_CALIBRATION_COLUMNS = (
+    ("n", 7, None),
+    ("in 1σ", 8, "coverage_1sigma"),
+    ("in 2σ", 8, "coverage_2sigma"),
+    ("mean z²", 9, "mean_z2"),
+    ("Spearman", 10, "spearman"),
+    ("miscal. area", 14, "miscalibration_area"),
+)
+
+
+def _calibration_table(rows) -> str:
+    """Rows ``(name, n, metrics)`` of :func:`gapkit.metrics.calibration_metrics`
+    as a table; a NaN metric prints as a dash."""
+    head = f"{'quantity':<24}" + "".join(f"{t:>{w}}" for t, w, _ in _CALIBRATION_COLUMNS)
+    lines = [head, "-" * len(head)]
+    for name, n, m in rows:
+        cells = [f"{n:>{_CALIBRATION_COLUMNS[0][1]}d}"]
+        for _, width, key in _CALIBRATION_COLUMNS[1:]:
+            value = m.get(key, np.nan)
+            cells.append(f"{'—':>{width}}" if not np.isfinite(value) else f"{value:>{width}.3f}")
+        lines.append(f"{name:<24}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _report_uncertainty(model, labels, predictions, calibrated_on=None):
+    """Print the calibration table of ``gapkit eval --uncertainty``; return the
+    force-component errors and stds (for the calibration plot)."""
+    from .metrics import calibration_metrics
+
+    f_err, f_std, a_err, a_std, e_err, e_std, s_err, s_std = ([] for _ in range(8))
+    for lab, pred in zip(labels, predictions, strict=True):
+        if lab.forces is not None and "forces_std" in pred:
+            diff = pred["forces"] - lab.forces
+            f_err.append(diff.ravel())
+            f_std.append(pred["forces_std"].ravel())
+            a_err.append(np.linalg.norm(diff, axis=1))
+            a_std.append(np.sqrt(np.sum(pred["forces_std"] ** 2, axis=1)))
+        if lab.energy is not None and "energy_std" in pred:
+            e_err.append(pred["energy"] - lab.energy)
+            e_std.append(pred["energy_std"])
+        if lab.stress is not None and "stress_std" in pred:
+            s_err.append(np.ravel(pred["stress"] - lab.stress))
+            s_std.append(np.ravel(pred["stress_std"]))
+    forces = (np.concatenate(f_err), np.concatenate(f_std)) if f_err else None
+    rows = []
+    if forces is not None:
+        rows.append(("force components", forces[0].size, calibration_metrics(*forces)))
+        per_atom = calibration_metrics(np.concatenate(a_err), np.concatenate(a_std))
+        # Coverage of central Gaussian intervals does not apply to a norm.
+        for key in ("coverage_1sigma", "coverage_2sigma", "miscalibration_area"):
+            per_atom[key] = np.nan
+        rows.append(("forces per atom (norm)", sum(x.size for x in a_err), per_atom))
+    if e_err:
+        rows.append(("energies", len(e_err), calibration_metrics(np.array(e_err), np.array(e_std))))
+    if s_err:
+        s_err, s_std = np.concatenate(s_err), np.concatenate(s_std)
+        rows.append(("stress components", s_err.size, calibration_metrics(s_err, s_std)))
+    print(
+        f"\nuncertainty: {model.variance.upper()} variance, std scales "
+        f"{_format_std_scales(model, 3)} ({_calibration_source(model, calibrated_on)})"
+    )
+    if not rows:
+        print("no labels with predicted stds to compare")
+        return forces
+    print(_calibration_table(rows))
+    print(
+        "calibrated Gaussian errors: 0.683 in 1σ, 0.954 in 2σ, mean z² 1, area 0 "
+        "(± about 0.3/sqrt(n))\n"
+        "Spearman: rank correlation of std and |error|, 1 at best; energies: the same z "
+        "per atom\n"
+        "per atom: |force error| vs the norm of its three stds (—: coverage needs "
+        "Gaussian components)"
+    )
+    return forces
+
+
 def _cmd_eval(args) -> int:
     from ._validation import read_labels
     from .estimator import load
     from .io import read_structures
-    from .metrics import calibration_metrics, evaluate_predictions
+    from .metrics import evaluate_predictions
 
     if args.output is not None and args.calibrate is None:
         raise InvalidParameterError(
@@ -145,7 +250,7 @@ def _cmd_eval(args) -> int:
     model.set_params(verbose=not args.quiet)
     if args.calibrate is not None:
         model.calibrate(read_structures(args.calibrate))
-        print(f"std scale factor fitted on {args.calibrate}: {model.std_scale_:.4g}")
+        print(f"std scales fitted on {args.calibrate}: {_format_std_scales(model)}")
         if args.output is not None:
             model.save(args.output)
             print(f"calibrated model written to {Path(args.output).resolve()}")
@@ -156,52 +261,15 @@ def _cmd_eval(args) -> int:
     print(f"errors of {args.model} on {args.test}:")
     print(evaluate_predictions(frames, labels, predictions))
     if want_std:
-        f_err, f_std, e_err, e_std, a_err, a_std = [], [], [], [], [], []
-        for lab, pred in zip(labels, predictions, strict=True):
-            if lab.forces is not None:
-                diff = pred["forces"] - lab.forces
-                f_err.append(diff.ravel())
-                f_std.append(pred["forces_std"].ravel())
-                a_err.append(np.linalg.norm(diff, axis=1))
-                a_std.append(np.sqrt(np.sum(pred["forces_std"] ** 2, axis=1)))
-            if lab.energy is not None:
-                e_err.append(pred["energy"] - lab.energy)
-                e_std.append(pred["energy_std"])
-        rows = []
-        if f_err:
-            rows.append(
-                (
-                    "force components",
-                    calibration_metrics(np.concatenate(f_err), np.concatenate(f_std)),
-                )
-            )
-            per_atom = calibration_metrics(np.concatenate(a_err), np.concatenate(a_std))
-            rows.append(
-                (
-                    "forces per atom",
-                    {
-                        **per_atom,
-                        "coverage_1sigma": np.nan,
-                        "coverage_2sigma": np.nan,
-                        "scale": np.nan,
-                    },
-                )
-            )
-        if e_err:
-            rows.append(("energies", calibration_metrics(np.array(e_err), np.array(e_std))))
-        print(f"\nuncertainty ({model.variance.upper()}, scale {model.std_scale_:.3g}):")
-        print(f"{'':<18}{'in 1 std':>9}{'in 2 std':>9}{'Spearman':>9}{'scale':>8}")
-        for name, m in rows:
-            print(
-                f"{name:<18}{m['coverage_1sigma']:>9.3f}{m['coverage_2sigma']:>9.3f}"
-                f"{m['spearman']:>9.3f}{m['scale']:>8.3f}"
-            )
-        print("(calibrated Gaussian errors: 0.683 in 1 std, 0.954 in 2 std, scale 1)")
-        if args.plot_calibration is not None and f_err:
-            from .plots import calibration_plot
+        forces = _report_uncertainty(model, labels, predictions, args.calibrate)
+        if args.plot_calibration is not None:
+            if forces is None:
+                print("no force labels: no calibration plot written")
+            else:
+                from .plots import calibration_plot
 
-            calibration_plot(np.concatenate(f_err), np.concatenate(f_std), args.plot_calibration)
-            print(f"calibration plot written to {Path(args.plot_calibration).resolve()}")
+                calibration_plot(*forces, args.plot_calibration)
+                print(f"calibration plot written to {Path(args.plot_calibration).resolve()}")
     if args.plot is not None:
         from .plots import parity_plot
 
@@ -309,9 +377,14 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--uncertainty",
         action="store_true",
-        help="report how well the predicted stds match the errors",
+        help="report how well the predicted stds match the errors: coverage in 1σ and "
+        "2σ, mean z², Spearman and miscalibration area of forces, energies and stresses",
     )
-    ev.add_argument("--plot-calibration", type=Path, help="write a calibration plot (PNG)")
+    ev.add_argument(
+        "--plot-calibration",
+        type=Path,
+        help="write the reliability diagram and |error| vs std of the force components (PNG)",
+    )
     ev.add_argument(
         "--calibrate",
         type=Path,

@@ -26,7 +26,13 @@ from .backend import index_add, namespace, to_numpy
 from .descriptors import StructureDescriptor
 from .units import VOIGT_PAIRS
 
-__all__ = ["design_rows", "local_energy_rows", "local_energy_gradients", "predict_structure"]
+__all__ = [
+    "design_rows",
+    "pair_force_rows",
+    "local_energy_rows",
+    "local_energy_gradients",
+    "predict_structure",
+]
 
 _VOIGT = [3 * a + b for a, b in VOIGT_PAIRS]
 _VOIGT_T = [3 * b + a for a, b in VOIGT_PAIRS]
@@ -173,55 +179,113 @@ def design_rows(
     delta_host = to_numpy(delta)
     blocks, order = _species_blocks(sparse_numbers, desc.numbers)
     features = _on(xp, desc.features, dev)
-    if forces:
-        pair_species = desc.numbers[desc.centre]
-    energy, force, vir = [], [], []
-    for z, cols, centres in blocks:
+    energy, vir = [], []
+    for _, cols, centres in blocks:
         ms = len(cols)
         qs = xp.take(q_sparse, _on(xp, cols, dev), axis=0)
         d2 = float(delta_host[cols[0]]) ** 2
         if len(centres) == 0:
             energy.append(xp.zeros(ms, dtype=q_sparse.dtype, device=dev))
-            if forces:
-                force.append(xp.zeros((n_atoms, 3, ms), dtype=q_sparse.dtype, device=dev))
             if virial:
                 vir.append(xp.zeros((9, ms), dtype=q_sparse.dtype, device=dev))
             continue
         dots = xp.take(features, _on(xp, centres, dev), axis=0) @ qs.T  # (n_z, Ms)
         energy.append(d2 * xp.sum(dots**zeta, axis=0))
-        if not (forces or virial):
+        if not virial:
             continue
         g = (d2 * zeta) * dots ** (zeta - 1)  # (n_z, Ms)
         if virial:
             dqde = _on(xp, desc.dq_dstrain[centres].reshape(9 * len(centres), -1), dev)
             u = xp.reshape(dqde @ qs.T, (len(centres), 9, ms))
             vir.append(xp.sum(g[:, None, :] * u, axis=0))
-        if forces:
-            row_of = np.full(n_atoms, -1)
-            row_of[centres] = np.arange(len(centres))
-            pairs = np.flatnonzero(pair_species == z)
-            acc = xp.zeros((n_atoms, 3, ms), dtype=q_sparse.dtype, device=dev)
-            for start in range(0, len(pairs), PAIR_CHUNK):
-                p = pairs[start : start + PAIR_CHUNK]
-                # one GEMM (P * 3, D) @ (D, Ms); a 3-D operand would be P small products
-                flat = _on(xp, desc.dq_dr[p].reshape(3 * len(p), -1), dev)
-                t = xp.reshape(flat @ qs.T, (len(p), 3, ms))
-                t = t * xp.take(g, _on(xp, row_of[desc.centre[p]], dev), axis=0)[:, None, :]
-                acc = acc + index_add(xp, _on(xp, desc.neighbour[p], dev), t, n_atoms)
-            force.append(-acc)
     out = (
         {"energy": _join_columns(xp, energy, order, dev)}
         if energy
         else {"energy": xp.zeros(len(order), dtype=q_sparse.dtype, device=dev)}
     )
     if forces:
-        out["forces"] = _join_columns(xp, force, order, dev)
+        ends, rows = pair_force_rows(
+            desc.features,
+            desc.numbers,
+            desc.centre,
+            desc.neighbour,
+            desc.dq_dr,
+            q_sparse,
+            sparse_numbers,
+            delta,
+            zeta,
+        )
+        if len(ends) != n_atoms:  # atoms no pair ends on have zero rows
+            rows = index_add(xp, _on(xp, ends, dev), rows, n_atoms)
+        out["forces"] = rows
     if virial:
         v9 = _join_columns(xp, vir, order, dev)
         a = _on(xp, np.array(_VOIGT), dev)
         b = _on(xp, np.array(_VOIGT_T), dev)
         out["virial"] = 0.5 * (xp.take(v9, a, axis=0) + xp.take(v9, b, axis=0))
     return out
+
+
+def pair_force_rows(
+    features, numbers: np.ndarray, centre, neighbour, dq_dr, q_sparse, sparse_numbers, delta, zeta
+):
+    """Force rows of K_NM from a list of derivative pairs, for the atoms they end on.
+
+    ``K_F[j, b, m] = -sum_(i,j) g_im (dq_i/dr_j[b] . q_m)`` over the pairs
+    ``(centre, neighbour)`` given: all pairs of a structure (as in
+    :func:`design_rows`) or a subset, e.g. those ending on a block of atoms or
+    starting at a chunk of centres.
+
+    Parameters
+    ----------
+    features : ndarray of shape (n_centres, n_features)
+        Normalised descriptors of the centres (host).
+    numbers : ndarray of shape (n_centres,)
+    centre, neighbour : ndarray of shape (n_pairs,)
+        Each pair's centre (a row of ``features``) and the atom it ends on.
+    dq_dr : ndarray of shape (n_pairs, 3, n_features)
+    q_sparse, sparse_numbers, delta, zeta
+        As in :func:`design_rows`.
+
+    Returns
+    -------
+    atoms : ndarray of int
+        The distinct ``neighbour`` values, sorted.
+    rows : array of shape (len(atoms), 3, M)
+        In the namespace of ``q_sparse``.
+    """
+    xp = namespace(q_sparse)
+    dev = array_api_compat.device(q_sparse)
+    delta_host = to_numpy(delta)
+    ends, local = np.unique(neighbour, return_inverse=True)
+    n_out = len(ends)
+    blocks, order = _species_blocks(sparse_numbers, numbers)
+    feats = _on(xp, features, dev)
+    pair_species = numbers[centre]
+    parts = []
+    for z, cols, centres in blocks:
+        ms = len(cols)
+        acc = xp.zeros((n_out, 3, ms), dtype=q_sparse.dtype, device=dev)
+        if len(centres) == 0:
+            parts.append(acc)
+            continue
+        qs = xp.take(q_sparse, _on(xp, cols, dev), axis=0)
+        d2 = float(delta_host[cols[0]]) ** 2
+        g = (d2 * zeta) * (xp.take(feats, _on(xp, centres, dev), axis=0) @ qs.T) ** (zeta - 1)
+        row_of = np.full(len(numbers), -1)
+        row_of[centres] = np.arange(len(centres))
+        pairs = np.flatnonzero(pair_species == z)
+        for start in range(0, len(pairs), PAIR_CHUNK):
+            p = pairs[start : start + PAIR_CHUNK]
+            # one GEMM (P * 3, D) @ (D, Ms); a 3-D operand would be P small products
+            flat = _on(xp, dq_dr[p].reshape(3 * len(p), -1), dev)
+            t = xp.reshape(flat @ qs.T, (len(p), 3, ms))
+            t = t * xp.take(g, _on(xp, row_of[centre[p]], dev), axis=0)[:, None, :]
+            acc = acc + index_add(xp, _on(xp, local[p], dev), t, n_out)
+        parts.append(-acc)
+    if not parts:
+        return ends, xp.zeros((n_out, 3, len(order)), dtype=q_sparse.dtype, device=dev)
+    return ends, _join_columns(xp, parts, order, dev)
 
 
 def predict_structure(

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.data import atomic_numbers
+from ase.data import atomic_numbers, chemical_symbols
 from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.metrics import r2_score
@@ -25,6 +25,16 @@ from tqdm.auto import tqdm
 from ._params import GAP_CONSTRAINTS, validate_params
 from ._validation import Labels, check_structures, read_labels, read_training_labels
 from .backend import Backend, resolve_device, to_numpy
+from .calibration import (
+    FoldedRows,
+    HeldOut,
+    assign_folds,
+    cross_validated_scales,
+    held_out_mask,
+    n_folds_for,
+    unit_scales,
+    validation_scales,
+)
 from .composition import fit_e0
 from .descriptors import SOAP
 from .exceptions import (
@@ -36,9 +46,9 @@ from .exceptions import (
 from .gp import StreamingQR, log_marginal_likelihood
 from .hyperopt import optimize_hyperparameters
 from .io import MAX_ARRAY_ELEMENTS, is_model_file, read_model_file, write_model_file
-from .metrics import EvaluationReport, calibration_metrics, evaluate_predictions
+from .metrics import EvaluationReport, evaluate_predictions
 from .model import MODEL_ARRAYS, FittedGAP, copy_baseline, delta_per_point, subtract_baseline
-from .rows import NoiseModel, compute_rows, fold_structures
+from .rows import NoiseModel, compute_rows, fold_structures, rescale_noise
 from .sparsify import check_sparse_points, select_from_features, sparse_cholesky
 
 __all__ = ["GAPRegressor", "load"]
@@ -117,6 +127,13 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         the design matrix is kept in memory): True for ``delta`` per species
         and the three sigmas, or a subset (``["delta", "sigma_force"]``).
         The fitted values are in ``hyperparameters_``.
+    cv : int or None, default=5
+        Folds over the training structures from which ``fit`` fits the std
+        scales (``std_scale_``: energy, forces, stress), so that predicted
+        stds match the errors on unseen structures; the folds share the
+        sparse points, and each refit is a downdate of the R factor (about
+        10 % of the fit time). None leaves the stds unscaled (see
+        :mod:`gapkit.calibration`).
     scheduler : str, default=None
         Dask: ``"local"`` (a ``LocalCluster`` of ``n_jobs`` workers per call)
         or a scheduler address. R factors of blocks of structures are reduced
@@ -157,8 +174,10 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
     log_marginal_likelihood_ : float
         Of the training data at ``hyperparameters_`` (kept up to date by
         ``partial_fit``).
-    std_scale_ : float
-        Factor on every predicted std: 1 after ``fit``, set by :meth:`calibrate`.
+    std_scale_ : dict
+        Factor on the predicted stds per kind (``energy``, ``forces``,
+        ``stress``): cross-validated by ``fit``, or from :meth:`calibrate`;
+        ``calibration_`` says how they were obtained.
     n_observations_ : dict
         Energy, force and virial observations used.
     baseline_, random_state_, device_
@@ -196,6 +215,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         baseline=None,
         variance: str = "dtc",
         optimize: bool | list = False,
+        cv: int | None = 5,
         scheduler: str | None = None,
         n_jobs: int | None = 1,
         device: str = "cpu",
@@ -219,6 +239,7 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         self.baseline = baseline
         self.variance = variance
         self.optimize = optimize
+        self.cv = cv
         self.scheduler = scheduler
         self.n_jobs = n_jobs
         self.device = device
@@ -238,7 +259,8 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
     sparse_cholesky_ = _view("sparse_cholesky", "Cholesky factor of K_MM + jitter.")
     hyperparameters_ = _view("hyperparameters", "delta per species and the three sigmas.")
     log_marginal_likelihood_ = _view("log_marginal_likelihood", "Of the training data.")
-    std_scale_ = _view("std_scale", "Factor applied to every predicted std.")
+    std_scale_ = _view("std_scale", "Factor on the predicted stds per kind.")
+    calibration_ = _view("calibration", "How the std scales were obtained.")
     n_observations_ = _view("n_observations", "Energy, force and virial observations.")
     baseline_ = _view("baseline", "The baseline calculator fitted with, or None.")
     random_state_ = _view("random_state", "Seed the sparse points were drawn with.")
@@ -451,40 +473,22 @@ class GAPRegressor(RegressorMixin, BaseEstimator):
         per_atom = np.asarray(y, float) / n
         return float(r2_score(per_atom, self.predict(frames) / n, sample_weight=sample_weight))
 
-    def calibrate(self, X: Sequence[Atoms], on: str = "forces") -> GAPRegressor:
-        """Fit :attr:`std_scale_` on validation structures.
+    def calibrate(self, X: Sequence[Atoms], on=None) -> GAPRegressor:
+        """Fit :attr:`std_scale_` on validation structures instead of the
+        cross-validated scales.
 
-        ``s^2 = mean((error / std)^2)`` over the force components
-        (``on="forces"``) or the energies (``on="energy"``): the maximum
-        likelihood scale of Gaussian errors with standard deviations ``s * std``.
+        For each kind (``energy``, ``forces``, ``stress``) labelled in ``X``
+        (or those named by ``on``), ``s^2 = mean((error / std)^2)`` of the
+        unscaled stds: the maximum likelihood scale of Gaussian errors. Other
+        kinds keep their scale.
 
         Returns
         -------
         self : GAPRegressor
         """
-        if on not in ("forces", "energy"):
-            raise InvalidParameterError(
-                f"GAPRegressor.calibrate: 'on' must be 'forces' or 'energy'; got {on!r}."
-            )
-        frames, labels = self._reference(X, "GAPRegressor.calibrate")
-        fitted = self.fitted_.replace(std_scale=1.0)
-        res = fitted.predict(frames, forces=on == "forces", stress=False, std=True, **self._run())
-        key = "forces" if on == "forces" else "energy"
-        pairs = [
-            (np.ravel(r[key] - getattr(lab, key)), np.ravel(r[f"{key}_std"]))
-            for r, lab in zip(res, labels, strict=True)
-            if getattr(lab, key) is not None
-        ]
-        if not pairs:
-            raise MissingLabelError(f"GAPRegressor.calibrate: no {on} labels to calibrate on.")
-        errors, stds = (np.concatenate(x) for x in zip(*pairs, strict=True))
-        scale = float(calibration_metrics(errors, stds)["scale"])
-        if not (np.isfinite(scale) and scale > 0):
-            raise MissingLabelError(
-                f"GAPRegressor.calibrate: the {on} errors give no scale "
-                f"({scale}): are the labels the model's own predictions?"
-            )
-        self.fitted_ = fitted.replace(std_scale=scale)
+        owner = "GAPRegressor.calibrate"
+        frames, labels = self._reference(X, owner)
+        self.fitted_ = validation_scales(self.fitted_, frames, labels, on, self._run(), owner)
         return self
 
     # -------------------------------------------------------- utilities
@@ -625,24 +629,33 @@ def _fit_model(
     frames, labels, descriptor, e0, sparse, params, *, progress, backend: Backend
 ) -> FittedGAP:
     """Rows of every structure folded into a QR (or the hyperparameters optimised on
-    them) at the sparse points ``(q, z, delta per species)``: the fitted model.
+    them) at the sparse points ``(q, z, delta per species)``: the fitted model, its
+    std scales cross-validated over the structures (:mod:`gapkit.calibration`).
     ``params`` are the estimator's with the noise model, the Dask client, the
     fitted baseline and the seed."""
     q, z, delta = sparse
-    zeta, noise = params["zeta"], params["noise"]
+    zeta, noise, seed = params["zeta"], params["noise"], params["random_state"]
     delta_pts = delta_per_point(delta, z)
     l_mm = sparse_cholesky(q, z, delta_pts, zeta, params["jitter"], backend)
     # rows are solved in the basis whitened by L, the prior rows being the identity
     solver = StreamingQR(len(z), prior=backend.asarray(l_mm))
     hyper = {"delta": delta, **noise.defaults}
     counts = {"energy": 0, "forces": 0, "virial": 0}
-    client = params["client"]
+    n_folds = n_folds_for(params["cv"], len(frames))
+    folds = assign_folds(len(frames), max(n_folds, 1), seed)
+    keep = held_out_mask(
+        [_n_rows(a, lab) for a, lab in zip(frames, labels, strict=True)], len(z), seed
+    )
+    keep &= n_folds > 0
+    cv = FoldedRows(solver, folds, keep)
+    prior = keep & (params["variance"] == "dtc")
+    rows_of = {"backend": backend, "n_jobs": params["n_jobs"], "prior": prior}
+    client, column_scale = params["client"], None
     if client is not None and not params["optimize"]:
-        from .distributed import fold_rows_on_dask
-
-        counts, n_data, sum_log = fold_rows_on_dask(
-            client, solver, frames, labels, noise, e0, descriptor, q, z, delta_pts, zeta, l_mm
-        )
+        structures = (frames, labels, noise, e0)
+        kernel = (descriptor, q, z, delta_pts, zeta, l_mm)
+        counts, n_data, sum_log = _fold_on_dask(client, cv, structures, kernel, rows_of)
+        cv.merge_into(solver)
     else:
         rows = compute_rows(
             descriptor,
@@ -654,9 +667,8 @@ def _fit_model(
             z,
             delta_pts,
             zeta,
-            backend=backend,
-            n_jobs=params["n_jobs"],
             progress=progress,
+            **rows_of,
         )
         if params["optimize"]:
             kept = list(rows)  # the design matrix stays in memory while optimising
@@ -670,12 +682,40 @@ def _fit_model(
                 l_factor=l_mm,
                 backend=backend,
             )
-            solver, hyper = result.solver, result.hyperparameters
+            solver, fitted_hyper = result.solver, result.hyperparameters
+            column_scale = (result.delta / delta_pts) ** 2
             delta_pts, l_mm = result.delta, result.l_factor
             n_data, sum_log = result.n_data, result.sum_log_sigma
-            noise = noise.with_defaults(**{k: hyper[k] for k in noise.defaults})
+            noise = noise.with_defaults(**{k: fitted_hyper[k] for k in noise.defaults})
+            if n_folds:  # the folds again at the fitted values (no kernel work)
+                cv = FoldedRows(solver, folds, keep)
+                start = dict(hyper)
+                cv.fold(
+                    kept,
+                    backend,
+                    dict.fromkeys(counts, 0),
+                    column_scale=column_scale,
+                    sigma_of=lambda r: rescale_noise(r.sigma, r.kind, start, fitted_hyper),
+                )
+            hyper = fitted_hyper
+        elif n_folds:
+            n_data, sum_log = cv.fold(rows, backend, counts)
+            cv.merge_into(solver)
         else:
             n_data, sum_log = fold_structures(solver, rows, backend, counts)
+    scales, calibration = unit_scales(), {"method": "none"}
+    if n_folds:
+        species_z = np.unique(z)
+        scales, calibration = cross_validated_scales(
+            solver,
+            cv.parts,
+            cv.held,
+            l_factor=l_mm,
+            variance=params["variance"],
+            delta_species=[hyper["delta"][chemical_symbols[int(x)]] for x in species_z],
+            backend=backend,
+            column_scale=column_scale,
+        )
     lml = log_marginal_likelihood(solver, l_mm, n_data=n_data, sum_log_sigma=sum_log)
     return FittedGAP(
         descriptor=descriptor,
@@ -698,8 +738,45 @@ def _fit_model(
         n_data=n_data,
         sum_log_sigma=sum_log,
         variance=params["variance"],
+        std_scale=scales,
+        calibration=calibration,
         baseline=params["baseline"],
         random_state=params["random_state"],
+    )
+
+
+def _fold_on_dask(client, cv: FoldedRows, structures, kernel, rows_of: dict):
+    """Every fold's rows into its factor on Dask workers; the held-out rows again here
+    (workers return R factors, not rows). Returns the counts, rows and ``sum log sigma``."""
+    from .distributed import fold_rows_on_dask
+
+    frames, labels, noise, e0 = structures
+    descriptor, q, z, delta_pts, zeta, l_mm = kernel
+    counts, n_data, sum_log = {"energy": 0, "forces": 0, "virial": 0}, 0, 0.0
+    for f, part in enumerate(cv.parts):
+        idx = np.flatnonzero(cv.folds == f)
+        c, n, s = fold_rows_on_dask(
+            client, part, [frames[i] for i in idx], [labels[i] for i in idx], noise, e0,
+            descriptor, q, z, delta_pts, zeta, l_mm,
+        )  # fmt: skip
+        counts = {k: counts[k] + c[k] for k in counts}
+        n_data, sum_log = n_data + n, sum_log + s
+    idx = np.flatnonzero(cv.keep)
+    if len(idx):
+        again = compute_rows(
+            descriptor, [frames[i] for i in idx], [labels[i] for i in idx], noise, e0, q, z,
+            delta_pts, zeta, **{**rows_of, "prior": rows_of["prior"][idx]},
+        )  # fmt: skip
+        cv.held = [HeldOut(int(cv.folds[i]), r) for i, r in zip(idx, again, strict=True)]
+    return counts, n_data, sum_log
+
+
+def _n_rows(atoms, labels: Labels) -> int:
+    """Design-matrix rows of a labelled structure."""
+    return (
+        (labels.energy is not None)
+        + 3 * len(atoms) * (labels.forces is not None)
+        + 6 * (labels.stress is not None)
     )
 
 

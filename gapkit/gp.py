@@ -140,6 +140,43 @@ class StreamingQR:
         for key, value in other.meta.items():
             self.meta[key] = self.meta.get(key, 0) + value
 
+    def without(self, part: StreamingQR) -> StreamingQR:
+        """The accumulator of this one's rows less ``part``'s (a cross-validation fold).
+
+        ``part`` holds a subset of the rows folded here (made with
+        :meth:`empty_like`). The Gram matrix of the augmented factor is
+        downdated, ``G = R^T R - R_p^T R_p``, and factored again by Cholesky.
+        With a prior the factors are whitened and ``G`` keeps the identity of
+        the prior rows, so its smallest eigenvalue is at least 1 and the
+        downdate is well conditioned. Cost O(M^3), no rows are needed again.
+
+        Raises
+        ------
+        NumericalError
+            When the downdated matrix is not positive definite (``part`` holds
+            rows this accumulator does not).
+        """
+        m = self.n_columns
+        full, sub = self._padded(), part._padded()
+        xp = namespace(full, sub)
+        gram = full.T @ full - sub.T @ sub
+        failed = "StreamingQR.without: the downdated matrix is not positive definite"
+        try:
+            upper = xp.linalg.cholesky(gram[:m, :m]).T
+        except np.linalg.LinAlgError as err:
+            raise NumericalError(failed) from err
+        if m and not bool(xp.all(xp.isfinite(xp.linalg.diagonal(upper)))):
+            raise NumericalError(failed)
+        qtb = solve_triangular(xp, upper, gram[:m, m], lower=False, trans=True)
+        rho2 = max(float(gram[m, m]) - float(xp.sum(qtb * qtb)), 0.0)
+        out = type(self)(m, self._prior, prior_rows=False)
+        last = xp.zeros((1, m + 1), dtype=full.dtype, device=array_api_compat.device(full))
+        last[0, m] = rho2**0.5
+        out._r = xp.concat([xp.concat([upper, qtb[:, None]], axis=1), last], axis=0)
+        out.n_rows = self.n_rows - part.n_rows
+        out.sum_b2 = self.sum_b2 - part.sum_b2
+        return out
+
     def _top(self, r):
         """The first M + 1 rows of a QR's R (those below are zero)."""
         return r[: self.n_columns + 1, ...] if r.shape[0] > self.n_columns + 1 else r

@@ -15,6 +15,7 @@ results.
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -27,6 +28,7 @@ from ase.data import atomic_numbers, chemical_symbols
 from ._params import MAX_DELTA
 from ._validation import Labels, is_bulk
 from .backend import resolve_device, to_numpy
+from .calibration import check_scales, unit_scales
 from .descriptors import SOAP
 from .exceptions import GapkitError, InvalidParameterError, ModelFileError, UnknownSpeciesError
 from .gp import StreamingQR
@@ -41,6 +43,17 @@ __all__ = [
     "copy_baseline",
     "delta_per_point",
 ]
+
+
+def _plain(value):
+    """A JSON value of nested dicts, lists and NumPy scalars."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _new_version() -> str:
@@ -104,8 +117,16 @@ class FittedGAP:
     n_data, sum_log_sigma : int, float
         Number of data rows and ``sum log sigma`` (for the likelihood after updates).
     variance : {"dtc", "sor"}
-    std_scale : float
-        Factor applied to every predicted standard deviation.
+    std_scale : dict
+        Factor on the predicted standard deviations per kind: ``energy``
+        (total and local energies), ``forces`` and ``stress`` (one number
+        gives all three the same). Fitted by cross-validation in ``fit``
+        (:mod:`gapkit.calibration`) or on a validation set by ``calibrate``.
+    calibration : dict
+        How ``std_scale`` was obtained: ``method`` ("cross-validation",
+        "validation" or "none"), and for cross-validation ``n_folds``,
+        ``n_held_out`` (observations per kind) and ``borrowed`` (kinds
+        without labels and the kind whose scale they took).
     baseline : calculator or None
         Fitted baseline, subtracted from the labels and added to predictions.
     random_state : int or None
@@ -135,7 +156,8 @@ class FittedGAP:
     n_data: int
     sum_log_sigma: float
     variance: str = "dtc"
-    std_scale: float = 1.0
+    std_scale: Mapping = field(default_factory=unit_scales)
+    calibration: Mapping = field(default_factory=lambda: {"method": "none"})
     baseline: object = None
     random_state: int | None = None
     version: str = field(default_factory=_new_version)
@@ -158,6 +180,11 @@ class FittedGAP:
         hyper["delta"] = {str(k): float(v) for k, v in hyper["delta"].items()}
         put(self, "hyperparameters", hyper)
         put(self, "n_observations", {k: int(v) for k, v in self.n_observations.items()})
+        try:
+            put(self, "std_scale", check_scales(self.std_scale, "FittedGAP"))
+        except InvalidParameterError as err:
+            raise ValueError(str(err)) from None
+        put(self, "calibration", _plain(dict(self.calibration)))
         m = len(self.sparse_numbers)
         if (
             self.sparse_features.shape[0] != m
@@ -366,7 +393,8 @@ class FittedGAP:
             "n_data": int(self.n_data),
             "sum_log_sigma": float(self.sum_log_sigma),
             "variance": self.variance,
-            "std_scale": float(self.std_scale),
+            "std_scale": dict(self.std_scale),
+            "calibration": dict(self.calibration),
             "baseline": baseline,
             "random_state": self.random_state,
         }
@@ -441,8 +469,17 @@ class FittedGAP:
         for key in ("residual", "log_marginal_likelihood", "sum_log_sigma"):
             if not _finite(state[key]):
                 raise bad(f"{key!r} must be a finite number; got {state[key]!r}")
-        if not _finite(state["std_scale"]) or state["std_scale"] <= 0:
-            raise bad(f"'std_scale' must be a positive number; got {state['std_scale']!r}")
+        try:  # one number in files written before scales per kind
+            std_scale = check_scales(state["std_scale"], "std_scale")
+        except InvalidParameterError as err:
+            raise bad(str(err).split(": ", 1)[-1]) from None
+        calibration = state.get("calibration", {"method": "unknown"})
+        if (
+            not isinstance(calibration, dict)
+            or not isinstance(calibration.get("method"), str)
+            or len(json.dumps(calibration)) > 4096
+        ):
+            raise bad(f"'calibration' must be a small table with a 'method'; got {calibration!r}")
         if not _finite(state["jitter"]) or not 0 <= state["jitter"] < 1:
             raise bad(f"'jitter' must be a number in [0, 1); got {state['jitter']!r}")
         for key in ("n_data",):
@@ -534,7 +571,8 @@ class FittedGAP:
                 n_data=int(state["n_data"]),
                 sum_log_sigma=float(state["sum_log_sigma"]),
                 variance=state["variance"],
-                std_scale=float(state["std_scale"]),
+                std_scale=std_scale,
+                calibration=calibration,
                 baseline=baseline,
                 random_state=state["random_state"],
             )

@@ -1,4 +1,4 @@
-"""Figures (matplotlib, an optional extra: ``pip install gapkit[plots]``)."""
+"""Figures (matplotlib, an optional extra: ``pip install "gapkit[plots]"``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("Plots need matplotlib: pip install 'gapkit[plots]'.") from err
+        raise ImportError('Plots need matplotlib: pip install "gapkit[plots]".') from err
     return plt
 
 
@@ -64,32 +64,127 @@ def parity_plot(frames, labels, predictions, path) -> None:
     plt.close(fig)
 
 
-def calibration_plot(errors, stds, path, label: str = "force component (eV/Å)") -> None:
-    """Save a calibration plot (PNG): ``|error|`` against predicted std, and the
-    observed fraction of errors within ``k std`` against the Gaussian
-    expectation ``erf(k / sqrt 2)``.
-    """
-    from scipy.special import erf
+def _binned_rms(errors: np.ndarray, stds: np.ndarray, n_bins: int):
+    """RMS std and RMS error in ``n_bins`` equal-count bins of increasing std
+    (quantile bins; ties are split so that every bin holds the same number of
+    values, to within one)."""
+    order = np.argsort(stds, kind="stable")
+    groups = [g for g in np.array_split(order, min(n_bins, stds.size)) if g.size]
+    rms_std = np.array([np.sqrt(np.mean(stds[g] ** 2)) for g in groups])
+    rms_err = np.array([np.sqrt(np.mean(errors[g] ** 2)) for g in groups])
+    return rms_std, rms_err
 
+
+def calibration_plot(
+    errors,
+    stds,
+    path,
+    label: str = "force component (eV/Å)",
+    *,
+    n_bins: int = 10,
+    hexbin_above: int = 5000,
+) -> None:
+    """Save a two-panel calibration figure (PNG).
+
+    Left, the reliability diagram: observed against expected coverage of
+    central Gaussian intervals (:func:`gapkit.metrics.reliability_curve`),
+    the diagonal of calibrated stds, and the area between them shaded (the
+    miscalibration area, in the legend). Right, ``|error|`` against the
+    predicted std on log-log axes, with the RMS error against the RMS std in
+    ``n_bins`` quantile bins of the std and the line ``y = x`` on which the
+    binned points of calibrated stds lie.
+
+    Parameters
+    ----------
+    errors : array-like
+        Prediction minus reference (any shape).
+    stds : array-like
+        Predicted standard deviations, same number of values.
+    path : str or path-like
+        Output file.
+    label : str, default="force component (eV/Å)"
+        What the values are, with their unit (axis labels).
+    n_bins : int, default=10
+        Number of quantile bins of the std.
+    hexbin_above : int, default=5000
+        Draw a hexagonal-bin density instead of single points above this many
+        values.
+
+    Raises
+    ------
+    ImportError
+        Without matplotlib (``pip install "gapkit[plots]"``).
+    ValueError
+        For empty input or inputs of different sizes.
+    """
+    from .metrics import calibration_metrics, reliability_curve
+
+    e = np.abs(np.ravel(np.asarray(errors, dtype=float)))
+    s = np.ravel(np.asarray(stds, dtype=float))
+    if e.size == 0:
+        raise ValueError("calibration_plot: no errors to plot.")
+    expected, observed = reliability_curve(e, s)
+    metrics = calibration_metrics(e, s)
     plt = _pyplot()
-    e = np.abs(np.ravel(errors))
-    s = np.ravel(stds)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
-    ax = axes[0]
-    ax.loglog(s, e, ".", ms=2, alpha=0.4)
-    lo = max(float(min(s.min(), e[e > 0].min() if np.any(e > 0) else s.min())), 1e-6)
-    hi = float(max(s.max(), e.max()))
-    ax.plot([lo, hi], [lo, hi], color="0.5", lw=1)
-    ax.set_xlabel(f"predicted std, {label}")
-    ax.set_ylabel(f"|error|, {label}")
-    k = np.linspace(0, 3, 61)
-    observed = [np.mean(e <= kk * s) for kk in k]
-    ax = axes[1]
-    ax.plot(erf(k / np.sqrt(2)), observed, label="gapkit")
-    ax.plot([0, 1], [0, 1], color="0.5", lw=1, label="calibrated")
-    ax.set_xlabel("expected fraction within k std")
-    ax.set_ylabel("observed fraction")
-    ax.legend()
+    fig, (ax_rel, ax_err) = plt.subplots(1, 2, figsize=(10, 4.5))
+
+    ax_rel.fill_between(
+        expected,
+        expected,
+        observed,
+        color="C0",
+        alpha=0.25,
+        lw=0,
+        label=f"miscalibration area {metrics['miscalibration_area']:.3f}",
+    )
+    ax_rel.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", label="calibrated")
+    ax_rel.plot(expected, observed, color="C0", lw=1.8, label="gapkit")
+    ax_rel.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        aspect="equal",
+        xlabel="expected coverage of the central interval",
+        ylabel="observed coverage",
+        title=f"reliability, {label}",
+    )
+    ax_rel.legend(loc="upper left", fontsize="small")
+
+    shown = (e > 0) & (s > 0)
+    if np.count_nonzero(shown) > hexbin_above:
+        ax_err.hexbin(
+            s[shown],
+            e[shown],
+            xscale="log",
+            yscale="log",
+            gridsize=45,
+            bins="log",
+            mincnt=1,
+            cmap="Blues",
+        )
+    else:
+        ax_err.scatter(s[shown], e[shown], s=4, alpha=0.35, color="C0", lw=0, label="|error|")
+    ax_err.set_xscale("log")
+    ax_err.set_yscale("log")
+    if np.any(shown):  # the diagonal over the stds and all but the smallest 1% of errors
+        lo = float(min(s[shown].min(), np.quantile(e[shown], 0.01)))
+        hi = float(max(s[shown].max(), e[shown].max()))
+        ax_err.plot([lo, hi], [lo, hi], color="0.5", lw=1, ls="--", label="y = x")
+    rms_std, rms_err = _binned_rms(e, s, n_bins)
+    keep = (rms_std > 0) & (rms_err > 0)
+    ax_err.plot(
+        rms_std[keep],
+        rms_err[keep],
+        "o-",
+        color="C3",
+        ms=5,
+        label=f"RMS error vs RMS std, {len(rms_std)} quantile bins",
+    )
+    ax_err.set(
+        xlabel=f"predicted std, {label}",
+        ylabel=f"|error|, {label}",
+        title=f"Spearman {metrics['spearman']:.3f}, mean z² {metrics['mean_z2']:.3g}",
+    )
+    ax_err.legend(loc="best", fontsize="small", framealpha=0.9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -43,6 +43,7 @@ __all__ = [
     "NoiseModel",
     "StructureRows",
     "structure_rows",
+    "row_prior_variance",
     "compute_rows",
     "rescale_noise",
     "fold_rows",
@@ -182,6 +183,48 @@ class StructureRows(NamedTuple):
     sigma: np.ndarray  # (n,) noise of each row
     kind: np.ndarray  # (n,) KIND_* of each row
     counts: dict  # energy, forces and virial observations
+    #: (n, n_species) prior variance of each row per species at delta = 1 (for
+    #: the DTC variance of held-out rows), or None when not asked for
+    prior: np.ndarray | None = None
+
+
+def row_prior_variance(desc: StructureDescriptor, zeta: int, species, has: dict) -> np.ndarray:
+    """Prior variance ``k**`` of each row of a structure, one column per species.
+
+    Column ``s`` is the variance the rows would have with ``delta = 1`` for
+    species ``species[s]`` and 0 for the others, so that at any ``delta`` the
+    prior variance of the rows is ``parts @ delta_species**2``.
+
+    Parameters
+    ----------
+    desc : StructureDescriptor
+        With derivatives when forces or the virial are labelled.
+    species : sequence of int
+        Atomic numbers, one per column.
+    has : dict
+        ``energy``, ``forces``, ``virial``: whether the rows include them (in
+        that order, as :func:`structure_rows` stacks them).
+    """
+    from . import uncertainty
+
+    n_atoms = len(desc.numbers)
+    n_rows = int(has["energy"]) + 3 * n_atoms * int(has["forces"]) + 6 * int(has["virial"])
+    parts = np.zeros((n_rows, len(species)))
+    present = set(desc.numbers.tolist())
+    for col, z in enumerate(species):
+        if int(z) not in present:
+            continue
+        delta = {int(x): float(x == z) for x in present}
+        block = []
+        if has["energy"]:
+            _, total = uncertainty.energy_prior_variance(desc.features, desc.numbers, zeta, delta)
+            block.append(np.atleast_1d(float(total)))
+        if has["forces"]:
+            block.append(np.ravel(uncertainty.force_prior_variance(desc, zeta, delta)))
+        if has["virial"]:
+            block.append(np.ravel(uncertainty.virial_prior_variance(desc, zeta, delta)))
+        parts[:, col] = np.concatenate(block)
+    return parts
 
 
 def structure_rows(
@@ -196,6 +239,7 @@ def structure_rows(
     zeta: int,
     *,
     desc: StructureDescriptor | None = None,
+    prior: bool = False,
 ) -> StructureRows:
     """Design-matrix rows of one structure (runs in a worker).
 
@@ -216,6 +260,9 @@ def structure_rows(
         energy scale per sparse point and the kernel exponent.
     desc : StructureDescriptor, optional
         A descriptor computed earlier (with derivatives if needed).
+    prior : bool, default=False
+        Also the prior variance of every row per species
+        (:func:`row_prior_variance`), for cross-validated std scales.
 
     Returns
     -------
@@ -262,12 +309,17 @@ def structure_rows(
             )
         )
         counts["virial"] = 6
+    parts_prior = None
+    if prior:
+        has = {"energy": bool(counts["energy"]), "forces": need_f, "virial": need_v}
+        parts_prior = row_prior_variance(desc, zeta, np.unique(np.asarray(z_sparse)), has)
     return StructureRows(
         xp.concat([p[0] for p in parts], axis=0),
         np.concatenate([np.asarray(p[1], float) for p in parts]),
         np.concatenate([np.asarray(p[2], float) for p in parts]),
         np.concatenate([np.asarray(p[3], int) for p in parts]),
         counts,
+        parts_prior,
     )
 
 
@@ -285,17 +337,29 @@ def compute_rows(
     backend: Backend,
     n_jobs: int | None = 1,
     progress=None,
+    prior: Sequence[bool] | None = None,
 ):
     """:func:`structure_rows` of every structure, in order (a generator).
 
     Runs on ``n_jobs`` joblib processes for NumPy arrays; in this process for
     a single structure or device arrays (which stay here). ``q_sparse`` and
-    ``delta`` are moved to ``backend`` here.
+    ``delta`` are moved to ``backend`` here. ``prior`` says, per structure,
+    whether to compute the prior variance of its rows as well.
     """
     q_d, delta_d = backend.asarray(q_sparse), backend.asarray(delta)
+    prior = [False] * len(frames) if prior is None else prior
     jobs = (
         delayed(structure_rows)(
-            descriptor, a, lab, noise.sigmas(a, k), e0, q_d, z_sparse, delta_d, zeta
+            descriptor,
+            a,
+            lab,
+            noise.sigmas(a, k),
+            e0,
+            q_d,
+            z_sparse,
+            delta_d,
+            zeta,
+            prior=bool(prior[k]),
         )
         for k, (a, lab) in enumerate(zip(frames, labels, strict=True))
     )

@@ -169,11 +169,11 @@ def test_eval_uncertainty_and_calibration(files, capsys):
         == 0
     )
     out = capsys.readouterr().out
-    assert "std scale factor fitted" in out and "Spearman" in out
+    assert "std scales fitted on" in out and "Spearman" in out
     assert (files / "calib.png").exists()
-    scale = load(out_model).std_scale_
+    scale = load(out_model).std_scale_["forces"]
     assert scale > 0 and scale != 1.0
-    assert f"{scale:.4g}" in out
+    assert f"forces {scale:.4g}" in out
 
 
 @pytest.mark.dask

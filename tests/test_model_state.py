@@ -189,11 +189,23 @@ STATE_CASES = [
     *[
         pytest.param(
             setting("std_scale", v),
-            r"'std_scale' must be a positive number; " + _got(v),
+            re.escape("std_scale['energy'] must be ")
+            + ("a number; " if isinstance(v, str) else "positive and finite; ")
+            + _got(v),
             id=f"std_scale-{v!r}",
         )
         for v in (math.nan, math.inf, -0.5, "1")
     ],
+    pytest.param(
+        setting("std_scale", {"energy": 1.0, "forces": 2.0}),
+        re.escape("'std_scale' must have the keys ['energy', 'forces', 'stress']"),
+        id="std_scale-kinds",
+    ),
+    pytest.param(
+        setting("calibration", {"n_folds": 5}),
+        "'calibration' must be a small table with a 'method'",
+        id="calibration-method",
+    ),
     pytest.param(
         setting("jitter", -1e-8),
         r"'jitter' must be a number in \[0, 1\); got "
@@ -306,7 +318,8 @@ def test_invalid_model_state(tmp_path, saved, edit, match):
 
 
 def test_required_keys_are_those_saved(saved):
-    assert set(saved[0]["model"]) == set(REQUIRED)
+    # "calibration" is optional: files written before it load as "unknown"
+    assert set(saved[0]["model"]) == {*REQUIRED, "calibration"}
 
 
 @pytest.mark.parametrize("key", REQUIRED)

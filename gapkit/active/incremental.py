@@ -30,17 +30,19 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.data import chemical_symbols
 from joblib import Parallel, delayed
 
 from .._validation import Labels, check_structures, read_training_labels
 from ..backend import Backend, resolve_device, to_numpy
+from ..calibration import FoldedRows, assign_folds, cross_validated_scales, n_folds_for
 from ..descriptors import StructureDescriptor
 from ..estimator import GAPRegressor
 from ..exceptions import InvalidParameterError
 from ..gp import StreamingQR
 from ..hyperopt import optimize_hyperparameters
 from ..model import FittedGAP, delta_per_point, subtract_baseline
-from ..rows import StructureRows, fold_rows, rescale_noise, structure_rows
+from ..rows import StructureRows, fold_rows, rescale_noise, row_prior_variance, structure_rows
 from ..sparsify import check_sparse_points, sparse_cholesky
 
 __all__ = ["IncrementalGAP", "most_uncertain_environments"]
@@ -82,6 +84,7 @@ class _Entry:
     sigmas: dict  # NoiseModel.sigmas at the reference noise
     descriptor: StructureDescriptor
     rows: StructureRows  # unwhitened K_NM at the reference delta, targets, noise, kinds
+    prior: np.ndarray | None = None  # prior variance of the rows per species (DTC scales)
 
     @property
     def nbytes(self) -> int:
@@ -150,10 +153,13 @@ class IncrementalGAP:
     immutable ``fitted_`` (so calculators notice it). Refit with :meth:`GAPRegressor.fit
     <gapkit.GAPRegressor.fit>` to renew ``e0_`` or the sparse-point selection.
     A ``baseline`` is supported (subtracted from the labels of each new
-    structure, as in ``fit``). A fitted ``std_scale_`` (from ``calibrate``) is
-    left as it is. Descriptor work always runs in this process or on joblib
-    workers (``n_jobs``), never on Dask (``scheduler`` is only used by the
-    initial ``fit``).
+    structure, as in ``fit``). After every update the std scales are
+    cross-validated again over all cached structures, as ``fit`` does them
+    (``cv`` folds; one extra QR of the cached rows and a downdate per fold, no
+    descriptor work), so the uncertainty stays calibrated as data arrive;
+    with ``cv=None`` the scales stay as they are. Descriptor work always runs
+    in this process or on joblib workers (``n_jobs``), never on Dask
+    (``scheduler`` is only used by the initial ``fit``).
 
     Do not call ``fit``, ``partial_fit`` or ``calibrate`` on the wrapped model
     while it is wrapped: the cache would no longer describe it, and the next
@@ -300,10 +306,49 @@ class IncrementalGAP:
             for key in ("energy", "forces", "virial")
         }
         self._solver = solver
-        self.model.fitted_ = fitted = fitted.with_solution(
+        fitted = fitted.with_solution(
             solver, counts, n_data, sum_log, log_marginal_likelihood=lml, backend=self._backend()
         )
+        self.model.fitted_ = fitted = self._recalibrated(solver, fitted)
         self._version = fitted.version
+
+    def _recalibrated(self, solver: StreamingQR, fitted: FittedGAP) -> FittedGAP:
+        """``fitted`` with std scales cross-validated over every cached structure, as
+        ``fit`` does (the model's ``cv`` folds, seeded by its ``random_state_``);
+        as it is with ``cv=None`` or a single structure."""
+        n_folds = n_folds_for(self.model.cv, len(self._entries))
+        if not n_folds:
+            return fitted
+        backend = self._backend()
+        folds = assign_folds(len(self._entries), n_folds, fitted.random_state or 0)
+        cv = FoldedRows(solver, folds, np.ones(len(self._entries), dtype=bool))
+        species = np.unique(fitted.sparse_numbers)
+        dtc = fitted.variance == "dtc"
+        for e in self._entries:
+            if dtc and (e.prior is None or e.prior.shape[1] != len(species)):
+                has = {k: bool(e.rows.counts[k]) for k in ("energy", "forces", "virial")}
+                e.prior = row_prior_variance(e.descriptor, fitted.zeta, species, has)
+        ref, now = self._ref_noise.defaults, fitted.noise.defaults
+        column_scale = self._column_scale(fitted)
+        cv.fold(
+            [e.rows._replace(prior=e.prior) for e in self._entries],
+            backend,
+            {"energy": 0, "forces": 0, "virial": 0},
+            column_scale=column_scale,
+            sigma_of=lambda r: rescale_noise(r.sigma, r.kind, ref, now),
+        )
+        delta = fitted.hyperparameters["delta"]
+        scales, info = cross_validated_scales(
+            solver,
+            cv.parts,
+            cv.held,
+            l_factor=fitted.sparse_cholesky,
+            delta_species=[delta[chemical_symbols[int(z)]] for z in species],
+            variance=fitted.variance,
+            backend=backend,
+            column_scale=column_scale,
+        )
+        return fitted.replace(std_scale=scales, calibration=info)
 
     def _check_current(self, owner: str) -> None:
         """Refuse to update a model that was changed outside this object (its

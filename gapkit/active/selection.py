@@ -99,7 +99,7 @@ def select_batch(
         atoms = pool[best]
         # label-free update of the posterior precision with the structure's rows
         dummy = Labels(0.0, np.zeros((len(atoms), 3)), np.zeros(6) if is_bulk(atoms) else None)
-        a_rows, _, sigma, _, _ = structure_rows(
+        found = structure_rows(
             fitted.descriptor,
             atoms,
             dummy,
@@ -110,7 +110,8 @@ def select_batch(
             fitted.delta,
             fitted.zeta,
         )
-        r = scipy.linalg.qr(np.vstack([r, a_rows / sigma[:, None]]), mode="r")[0][: len(r)]
+        whitened = found.rows / found.sigma[:, None]
+        r = scipy.linalg.qr(np.vstack([r, whitened]), mode="r")[0][: len(r)]
         if dtc:
             envs = np.flatnonzero(owner == best)
             same = z_env[:, None] == z_env[envs][None, :]
