@@ -280,3 +280,11 @@ def test_dask_fit_gives_the_serial_scales(cv_model, cu_bulk):
     for kind in KINDS:
         assert on_dask.std_scale_[kind] == pytest.approx(cv_model.std_scale_[kind], rel=1e-8)
     assert on_dask.calibration_ == cv_model.calibration_
+
+
+def test_incremental_updates_keep_scales_from_a_validation_set(cv_model, cu_bulk):
+    model = clone(cv_model).fit(cu_bulk[:8])
+    model.calibrate(cu_bulk[8:12])
+    scales = dict(model.std_scale_)
+    IncrementalGAP(model, cu_bulk[:8]).add_structures(cu_bulk[12:])
+    assert model.std_scale_ == scales and model.calibration_["method"] == "validation"

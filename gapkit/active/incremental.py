@@ -157,9 +157,11 @@ class IncrementalGAP:
     cross-validated again over all cached structures, as ``fit`` does them
     (``cv`` folds; one extra QR of the cached rows and a downdate per fold, no
     descriptor work), so the uncertainty stays calibrated as data arrive;
-    with ``cv=None`` the scales stay as they are. Descriptor work always runs
-    in this process or on joblib workers (``n_jobs``), never on Dask
-    (``scheduler`` is only used by the initial ``fit``).
+    with ``cv=None``, or scales a ``calibrate`` call fitted on validation
+    structures before the model was wrapped, the scales stay as they are.
+    Descriptor work always runs in this process or on joblib workers
+    (``n_jobs``), never on Dask (``scheduler`` is only used by the initial
+    ``fit``).
 
     Do not call ``fit``, ``partial_fit`` or ``calibrate`` on the wrapped model
     while it is wrapped: the cache would no longer describe it, and the next
@@ -315,9 +317,10 @@ class IncrementalGAP:
     def _recalibrated(self, solver: StreamingQR, fitted: FittedGAP) -> FittedGAP:
         """``fitted`` with std scales cross-validated over every cached structure, as
         ``fit`` does (the model's ``cv`` folds, seeded by its ``random_state_``);
-        as it is with ``cv=None`` or a single structure."""
+        as it is with ``cv=None``, a single structure, or scales from ``calibrate``
+        on validation structures (kept: they measure where the model is used)."""
         n_folds = n_folds_for(self.model.cv, len(self._entries))
-        if not n_folds:
+        if not n_folds or fitted.calibration.get("method") == "validation":
             return fitted
         backend = self._backend()
         folds = assign_folds(len(self._entries), n_folds, fitted.random_state or 0)
