@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -22,6 +23,7 @@ except ImportError:  # not POSIX: runs are not locked
     fcntl = None
 
 from .._files import atomic_write, check_output_path
+from .._validation import check_structures, read_training_labels
 from ..estimator import GAPRegressor
 from ..exceptions import InvalidParameterError, InvalidStructureError
 from .incremental import IncrementalGAP, most_uncertain_environments
@@ -44,7 +46,8 @@ class OnTheFlyResult:
     n_labelled : int
         Structures in the data file.
     max_force_std : list of float
-        Largest per-atom force std (eV/Å) at every step of this run.
+        Largest per-atom force std at every step of this run, in the units of
+        ``threshold`` before scaling (eV/Å of calibrated std).
     model : GAPRegressor
         The model at the end.
     """
@@ -60,10 +63,10 @@ class OnTheFlyLearner:
     """Run MD on a GAP and learn from a reference calculator when it is unsure.
 
     At every step the largest per-atom force uncertainty
-    ``max_j |std(F_j)|`` (eV/Å, the norm of the three component stds) is
-    compared with the threshold. Above it, the reference calculator labels
-    the current structure, which is appended to ``data_path`` (extended XYZ,
-    flushed and synced to disk *before* the model changes); the
+    ``max_j |std(F_j)|`` is compared with ``threshold`` (see there for its
+    units). Above it, the reference calculator labels the current structure,
+    which is appended to ``data_path`` (extended XYZ, flushed and synced to
+    disk *before* the model changes); the
     ``n_sparse_add`` environments of that structure with the largest
     local-energy uncertainty (under the model before the update) join the
     sparse points; the model is updated incrementally
@@ -71,11 +74,11 @@ class OnTheFlyLearner:
     for the cached structures, rows of the new structure, one QR; no
     descriptor of an earlier structure is computed again); and the dynamics
     continue with it. ``e0`` and the hyperparameters are those of the initial
-    fit on the first structure; with ``optimize`` set on the model, the
-    hyperparameters are optimised again on all labelled data after every
-    update (from the cached rows). The sparse points of the initial fit are
-    drawn with the model's ``random_state`` (0 when None, so that a resumed
-    run draws the same ones).
+    fit on ``initial_data`` (if any) and the first labelled structure; with
+    ``optimize`` set on the model, the hyperparameters are optimised again on
+    all labelled data after every update (from the cached rows). The sparse
+    points of the initial fit are drawn with the model's ``random_state`` (0
+    when None, so that a resumed run draws the same ones).
 
     The learner holds every labelled structure's descriptor with derivatives
     in memory (the :class:`~gapkit.active.IncrementalGAP` cache, about 2.5 MiB
@@ -87,10 +90,12 @@ class OnTheFlyLearner:
     none is added twice) and the model is rebuilt by replaying them in order
     (initial fit on the first, then for each following one the same sparse
     point growth and update as in the run), which gives the model the
-    uninterrupted run had, to rounding. The dynamics restart from the newest
-    of the checkpoint and the last labelled structure. The run always
-    continues from the state as written to those files (positions and
-    momenta to the 8 decimals of extended XYZ), so with deterministic
+    uninterrupted run had, to rounding (a resume must be given the same
+    ``initial_data``: the first frame of the data file records a fingerprint
+    of it, and a resume with other data is refused). The dynamics restart
+    from the newest of the checkpoint and the last labelled structure. The
+    run always continues from the state as written to those files (positions
+    and momenta to the 8 decimals of extended XYZ), so with deterministic
     dynamics (``VelocityVerlet``) a resumed run repeats the uninterrupted one.
 
     The files are checked before any work and nothing of value in them is
@@ -110,10 +115,17 @@ class OnTheFlyLearner:
     reference : ase.calculators.calculator.Calculator
         The reference method (DFT, xTB, EMT, ...).
     threshold : float, default=0.1
-        Uncertainty that triggers a reference call, in eV/Å; with
-        ``relative=True`` in units of the model's force noise
-        ``sigma_force`` (e.g. 2.0 means twice the expected label noise).
+        Uncertainty that triggers a reference call: the largest over the
+        atoms of the calculator's ``forces_std`` norm (the norm of an atom's
+        three component stds), in eV/Å of *calibrated* force std. The model's
+        stds are calibrated (its ``std_scale_``, applied inside every
+        prediction, and renewed by :class:`~gapkit.active.IncrementalGAP` as
+        data arrive), so the threshold is in the units of the force error
+        the model expects. With ``relative=True`` it is a multiple of the
+        model's force noise ``hyperparameters_["sigma_force"]`` (e.g. 2.0:
+        twice the force noise, per component, of the labels).
     relative : bool, default=False
+        Whether ``threshold`` is a multiple of ``sigma_force`` (see there).
     data_path : str or path-like, default="otf_data.xyz"
         Every reference result is appended here (extended XYZ). An existing
         file is the data of an earlier run, which is resumed.
@@ -129,6 +141,16 @@ class OnTheFlyLearner:
         reference.
     min_interval : int, default=1
         Minimum number of steps between two reference calls.
+    initial_data : list of ase.Atoms or str or path-like, default=None
+        Labelled structures (with the labels ``fit`` takes: energy, forces,
+        stress; or an extended-XYZ file of them, e.g. the data file of an
+        earlier run) that the model starts from: the initial fit is on
+        ``initial_data`` plus the first labelled structure of the run. They
+        may be of another system (other sizes, a perfect cell before a
+        vacancy) and are not written to ``data_path``. They are used as
+        extended XYZ writes them (positions and forces to 8 decimals), so
+        data held in memory and the same data read back from a file give the
+        same model. A resume must be given the same ``initial_data``.
     """
 
     def __init__(
@@ -143,6 +165,7 @@ class OnTheFlyLearner:
         checkpoint_interval: int = 20,
         n_sparse_add: int = 10,
         min_interval: int = 1,
+        initial_data=None,
     ):
         if not isinstance(model, GAPRegressor):
             raise InvalidParameterError(
@@ -179,6 +202,9 @@ class OnTheFlyLearner:
         self.checkpoint_interval = checkpoint_interval
         self.n_sparse_add = n_sparse_add
         self.min_interval = min_interval
+        self.initial_data = initial_data
+        # as written to extended XYZ, and the fingerprint recorded in the data file
+        self._initial, self._initial_id = _check_initial_data(initial_data, model)
 
     # ------------------------------------------------------------- storage
     @staticmethod
@@ -243,11 +269,11 @@ class OnTheFlyLearner:
         return float(self.threshold * model.hyperparameters_["sigma_force"])
 
     def _start_model(self, first: Atoms) -> IncrementalGAP:
-        """The initial fit on the first labelled structure."""
+        """The initial fit on ``initial_data`` and the first labelled structure."""
         model = clone(self.model)
         if model.random_state is None:  # a resumed run must draw the same sparse points
             model.set_params(random_state=0)
-        return IncrementalGAP(model, [first])
+        return IncrementalGAP(model, [*self._initial, first])
 
     def _update(self, learner: IncrementalGAP, new: Atoms) -> None:
         """Grow the sparse set from ``new`` (chosen with the current model), add it."""
@@ -269,7 +295,28 @@ class OnTheFlyLearner:
         (labelled,) = label_structures([atoms], self.reference)  # keeps the momenta
         labelled.info["otf_step"] = step
         labelled.info["config_type"] = "otf"
+        if step == 0 and self._initial_id is not None:
+            labelled.info[_INITIAL_KEY] = self._initial_id
         return labelled
+
+    def _check_same_initial_data(self, first: Atoms) -> None:
+        """Refuse to resume a run that started from other ``initial_data``."""
+        recorded = first.info.get(_INITIAL_KEY)
+        recorded = None if recorded is None else str(recorded)
+        if recorded == self._initial_id:
+            return
+
+        def what(fingerprint):
+            if fingerprint is None:
+                return "no initial_data"
+            count, _, digest = fingerprint.partition(":")
+            return f"initial_data of {count} structures (sha256 {digest})"
+
+        raise InvalidParameterError(
+            f"OnTheFlyLearner.run: {str(self.data_path)!r} holds a run that started from "
+            f"{what(recorded)}, but this learner has {what(self._initial_id)}; a resume "
+            "replays the run from the same initial_data: give that, or another data_path."
+        )
 
     # ---------------------------------------------------------------- run
     def run(
@@ -279,6 +326,7 @@ class OnTheFlyLearner:
         *,
         timestep: float = 1.0 * units.fs,
         dynamics=VelocityVerlet,
+        callback=None,
         **dynamics_kwargs,
     ) -> OnTheFlyResult:
         """Run (or resume) ``steps`` MD steps in total.
@@ -292,6 +340,18 @@ class OnTheFlyLearner:
         timestep : float, default=1 fs
             In ASE units.
         dynamics : ASE MolecularDynamics class, default=VelocityVerlet
+        callback : callable, default=None
+            ``callback(dyn, step)``, with ``dyn`` the dynamics object and
+            ``step`` the number of steps done in total: called once before
+            the first step (with 0, or on a resume with the step resumed
+            from, so that settings that follow the step hold from the start)
+            and then after every MD step, before its uncertainty is checked.
+            It may change the dynamics, e.g. a temperature ramp
+            ``lambda dyn, step: dyn.set_temperature(temperature_K=300 + step)``
+            with ``Langevin``, or the atoms (``dyn.atoms``, e.g. a strained
+            cell); the uncertainty checked is that of the forces the step
+            computed, and a reference call labels the atoms as the callback
+            left them.
         **dynamics_kwargs
             Passed to ``dynamics`` (e.g. ``temperature_K``, ``friction``).
 
@@ -317,10 +377,15 @@ class OnTheFlyLearner:
             raise InvalidParameterError(
                 f"OnTheFlyLearner.run: 'steps' must be an integer >= 0; got {steps!r}."
             )
+        if callback is not None and not callable(callback):
+            raise InvalidParameterError(
+                "OnTheFlyLearner.run: 'callback' must be callable as callback(dyn, step) "
+                f"or None; got {type(callback).__name__}."
+            )
         with _exclusive(self.data_path):
-            return self._run(atoms, steps, timestep, dynamics, dynamics_kwargs)
+            return self._run(atoms, steps, timestep, dynamics, callback, dynamics_kwargs)
 
-    def _run(self, atoms, steps, timestep, dynamics, dynamics_kwargs) -> OnTheFlyResult:
+    def _run(self, atoms, steps, timestep, dynamics, callback, dynamics_kwargs) -> OnTheFlyResult:
         labelled, complete, checkpoint = self._check_files()
         seen = [int(a.info.get("otf_step", 0)) for a in labelled]
         for k in range(1, len(seen)):
@@ -342,6 +407,7 @@ class OnTheFlyLearner:
                     f"({latest.get_chemical_formula()}, not {atoms.get_chemical_formula()}); "
                     "give the structure it started from, or another data_path."
                 )
+            self._check_same_initial_data(labelled[0])
         drop_partial_frame(self.data_path, complete, _OWNER)
         if labelled:
             # continue on the caller's atoms (masses, constraints, tags kept)
@@ -359,9 +425,13 @@ class OnTheFlyLearner:
         dyn = dynamics(atoms, timestep, **dynamics_kwargs)
         history = []
         last_call = int(labelled[-1].info.get("otf_step", 0))
+        if callback is not None:
+            callback(dyn, step)
         while step < steps:
             dyn.run(1)
             step += 1
+            if callback is not None:
+                callback(dyn, step)
             per_atom = np.linalg.norm(atoms.calc.results["forces_std"], axis=1)
             history.append(float(per_atom.max()))
             if history[-1] > self._threshold(model) and step - last_call >= self.min_interval:
@@ -381,6 +451,46 @@ class OnTheFlyLearner:
 
 _OWNER = "OnTheFlyLearner"
 _NEWLINE = b"\n"
+#: Info key of a run's first frame: ``"<count>:<sha256>"`` of its initial data.
+_INITIAL_KEY = "otf_initial_data"
+
+
+def _check_initial_data(initial_data, model: GAPRegressor) -> tuple[list[Atoms], str | None]:
+    """The structures of ``initial_data`` as extended XYZ writes them (read back
+    from that text) and their fingerprint ``"<count>:<sha256 of the text>"``;
+    ``([], None)`` for None or none. Checked as ``fit`` checks training structures."""
+    if initial_data is None:
+        return [], None
+    where = "OnTheFlyLearner: 'initial_data'"
+    if isinstance(initial_data, (str, os.PathLike)):
+        path = Path(initial_data)
+        try:
+            frames = read(path, index=":", format="extxyz")
+        except Exception as err:  # noqa: BLE001 - any parser error: name the file
+            raise InvalidParameterError(
+                f"{where}: cannot read {str(path)!r} as extended XYZ ({err}); give a list "
+                "of labelled ase.Atoms or an extended-XYZ file of them."
+            ) from err
+    elif isinstance(initial_data, Atoms) or not isinstance(initial_data, (list, tuple)):
+        raise InvalidParameterError(
+            f"{where} must be a list of labelled ase.Atoms, an extended-XYZ file of them "
+            f"or None; got {type(initial_data).__name__}."
+        )
+    else:
+        frames = list(initial_data)
+    if not frames:
+        return [], None
+    frames = check_structures(frames, where)  # names the structure index
+    keys = (model.energy_key, model.forces_key, model.stress_key)
+    read_training_labels(frames, None, keys, where)  # labels present and well formed
+    texts, written = [], []
+    for atoms in frames:
+        text, back = OnTheFlyLearner._as_written(atoms)
+        texts.append(text)
+        written.append(back)
+    digest = hashlib.sha256("".join(texts).encode()).hexdigest()[:16]
+    return written, f"{len(written)}:{digest}"
+
 
 #: ``Properties=name:type:count:...`` of an extended-XYZ comment line.
 _PROPERTIES = re.compile(r"(?:^|\s)Properties=(\S+)", re.IGNORECASE)
